@@ -1,0 +1,86 @@
+//! `tokenfn`: the local server and the admin commands, on one data folder.
+
+mod admin;
+mod demo;
+mod serve;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "tokenfn",
+    version,
+    about = "OAuth 2.0 + OpenID Connect token service"
+)]
+struct Cli {
+    /// Folder holding the embedded store and the signing key.
+    #[arg(
+        long,
+        global = true,
+        env = "TOKENFN_DATA_DIR",
+        default_value = ".tokenfn"
+    )]
+    data_dir: PathBuf,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run every endpoint in one local HTTP server.
+    Serve(serve::ServeArgs),
+    /// Register clients.
+    #[command(subcommand)]
+    Client(admin::ClientCommand),
+    /// Manage users.
+    #[command(subcommand)]
+    User(admin::UserCommand),
+    /// List grants.
+    #[command(subcommand)]
+    Grants(admin::GrantsCommand),
+    /// Revoke every grant of a user, a client, or one grant.
+    Revoke(admin::RevokeArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let serving = matches!(cli.command, Command::Serve(_));
+    init_logging(if serving { "info" } else { "warn" });
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => return fail(&format!("cannot start the async runtime: {e}")),
+    };
+    let result = runtime.block_on(async move {
+        match cli.command {
+            Command::Serve(args) => serve::run(&cli.data_dir, args).await,
+            Command::Client(cmd) => admin::client(&cli.data_dir, cmd).await,
+            Command::User(cmd) => admin::user(&cli.data_dir, cmd).await,
+            Command::Grants(cmd) => admin::grants(&cli.data_dir, cmd).await,
+            Command::Revoke(args) => admin::revoke(&cli.data_dir, args).await,
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => fail(&message),
+    }
+}
+
+fn fail(message: &str) -> ExitCode {
+    eprintln!("tokenfn: error: {message}");
+    ExitCode::FAILURE
+}
+
+fn init_logging(default: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("TOKENFN_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}

@@ -1,0 +1,179 @@
+//! `tokenfn serve`: every function's router behind one local HTTP server,
+//! on the embedded store and a local key.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use clap::Args;
+use http_body_util::{BodyExt as _, Full, Limited};
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use tokenfn_core::config::Config;
+use tokenfn_core::http::{
+    Request, Response, authorize::AuthorizeRouter, discovery::DiscoveryRouter,
+    refresh::RefreshRouter, revoke::RevokeRouter, token::TokenRouter, wire,
+};
+use tokenfn_core::ports::SystemClock;
+use tokenfn_core::service::Services;
+use tokenfn_core::sign::LocalSigner;
+use tokenfn_core::store::SqliteStore;
+use tokio::net::TcpListener;
+
+use crate::demo;
+
+#[derive(Args)]
+pub struct ServeArgs {
+    /// Address to listen on (port 0 picks a free one).
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    addr: SocketAddr,
+    /// Issuer URL, when the server is reached through a proxy or a domain.
+    #[arg(long, env = "TOKENFN_ISSUER")]
+    issuer: Option<String>,
+}
+
+/// Opens the data folder: the SQLite store and the local signing key.
+/// Returns whether the key was created now (a first start).
+pub fn open_services(data_dir: &Path, issuer: &str) -> Result<(Arc<Services>, bool), String> {
+    create_private_dir(data_dir)
+        .map_err(|e| format!("cannot create the data folder {}: {e}", data_dir.display()))?;
+    let store = SqliteStore::open(&data_dir.join("tokenfn.db")).map_err(|e| e.to_string())?;
+    let (signer, created) = LocalSigner::load_or_create(data_dir).map_err(|e| e.to_string())?;
+    let services = Services::new(
+        Arc::new(store),
+        Arc::new(signer),
+        Arc::new(SystemClock),
+        Config::new(issuer),
+    );
+    Ok((Arc::new(services), created))
+}
+
+fn create_private_dir(dir: &Path) -> std::io::Result<()> {
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::DirBuilderExt as _;
+        builder.mode(0o700);
+    }
+    builder.create(dir)
+}
+
+/// Every router of every function, mounted by path.
+pub struct LocalServer {
+    authorize: AuthorizeRouter,
+    token: TokenRouter,
+    refresh: RefreshRouter,
+    revoke: RevokeRouter,
+    discovery: DiscoveryRouter,
+    services: Arc<Services>,
+}
+
+impl LocalServer {
+    pub fn new(services: Arc<Services>) -> Self {
+        Self {
+            authorize: AuthorizeRouter::new(services.clone()),
+            token: TokenRouter::new(services.clone()),
+            refresh: RefreshRouter::new(services.clone()),
+            revoke: RevokeRouter::new(services.clone()),
+            discovery: DiscoveryRouter::new(services.clone()),
+            services,
+        }
+    }
+
+    pub async fn handle(&self, req: Request) -> Response {
+        use tokenfn_core::http::{authorize, discovery, refresh, revoke, token};
+        let path = req.uri().path();
+        let serves = |routes: &[tokenfn_core::http::Route]| routes.iter().any(|r| r.path == path);
+        if serves(authorize::ROUTES) {
+            self.authorize.handle(req).await
+        } else if serves(token::ROUTES) {
+            self.token.handle(req).await
+        } else if serves(refresh::ROUTES) {
+            self.refresh.handle(req).await
+        } else if serves(revoke::ROUTES) {
+            self.revoke.handle(req).await
+        } else if serves(discovery::ROUTES) {
+            self.discovery.handle(req).await
+        } else if path == demo::CALLBACK {
+            demo::callback(&self.services.config.issuer, &req)
+        } else {
+            wire::json_error(404, "invalid_request", "no such endpoint", &[])
+        }
+    }
+}
+
+pub async fn run(data_dir: &Path, args: ServeArgs) -> Result<(), String> {
+    let listener = TcpListener::bind(args.addr)
+        .await
+        .map_err(|e| format!("cannot listen on {}: {e}", args.addr))?;
+    let local = listener.local_addr().map_err(|e| e.to_string())?;
+    let issuer = args.issuer.unwrap_or_else(|| format!("http://{local}"));
+    let (services, first_start) = open_services(data_dir, &issuer)?;
+    println!(
+        "tokenfn {} on {}",
+        env!("CARGO_PKG_VERSION"),
+        data_dir.display()
+    );
+    println!("issuer: {issuer}");
+    if first_start {
+        demo::seed(&services).await?;
+    }
+    let server = Arc::new(LocalServer::new(services));
+    println!("tokenfn listening on http://{local}");
+
+    loop {
+        let (stream, _) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(conn) => conn,
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    continue;
+                }
+            },
+            _ = tokio::signal::ctrl_c() => {
+                tracing::info!("shutting down");
+                return Ok(());
+            }
+        };
+        let server = server.clone();
+        tokio::spawn(async move {
+            let service = service_fn(move |req: hyper::Request<Incoming>| {
+                let server = server.clone();
+                async move { Ok::<_, Infallible>(serve_one(&server, req).await) }
+            });
+            if let Err(e) = http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), service)
+                .await
+            {
+                tracing::debug!(error = %e, "connection ended with an error");
+            }
+        });
+    }
+}
+
+/// Turns a hyper request into the routers' `http::Request<Bytes>` and back.
+async fn serve_one(
+    server: &LocalServer,
+    req: hyper::Request<Incoming>,
+) -> hyper::Response<Full<Bytes>> {
+    let (parts, body) = req.into_parts();
+    let response = match Limited::new(body, wire::MAX_BODY).collect().await {
+        Ok(collected) => {
+            server
+                .handle(http::Request::from_parts(parts, collected.to_bytes()))
+                .await
+        }
+        Err(_) => wire::json_error(
+            413,
+            "invalid_request",
+            "the body is too large or was cut off",
+            &[],
+        ),
+    };
+    response.map(Full::new)
+}

@@ -1,0 +1,111 @@
+//! Errors in RFC 6749's own vocabulary: the variant is the `error` string the
+//! client receives (RFC 6749 §4.1.2.1, §5.2; RFC 7009 §2.2.1; OIDC Core §3.1.2.6).
+
+use std::fmt;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorCode {
+    InvalidRequest,
+    InvalidClient,
+    InvalidGrant,
+    UnauthorizedClient,
+    UnsupportedGrantType,
+    UnsupportedResponseType,
+    UnsupportedTokenType,
+    InvalidScope,
+    AccessDenied,
+    ServerError,
+    TemporarilyUnavailable,
+    LoginRequired,
+    ConsentRequired,
+    InteractionRequired,
+    RequestNotSupported,
+    RequestUriNotSupported,
+}
+
+impl ErrorCode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::InvalidRequest => "invalid_request",
+            Self::InvalidClient => "invalid_client",
+            Self::InvalidGrant => "invalid_grant",
+            Self::UnauthorizedClient => "unauthorized_client",
+            Self::UnsupportedGrantType => "unsupported_grant_type",
+            Self::UnsupportedResponseType => "unsupported_response_type",
+            Self::UnsupportedTokenType => "unsupported_token_type",
+            Self::InvalidScope => "invalid_scope",
+            Self::AccessDenied => "access_denied",
+            Self::ServerError => "server_error",
+            Self::TemporarilyUnavailable => "temporarily_unavailable",
+            Self::LoginRequired => "login_required",
+            Self::ConsentRequired => "consent_required",
+            Self::InteractionRequired => "interaction_required",
+            Self::RequestNotSupported => "request_not_supported",
+            Self::RequestUriNotSupported => "request_uri_not_supported",
+        }
+    }
+
+    /// The HTTP status of this error at the token, revocation and other
+    /// JSON endpoints (RFC 6749 §5.2: 400 unless the client failed to
+    /// authenticate).
+    pub fn status(self) -> u16 {
+        match self {
+            Self::InvalidClient => 401,
+            Self::ServerError => 500,
+            Self::TemporarilyUnavailable => 503,
+            _ => 400,
+        }
+    }
+}
+
+impl fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// An error a client is told about: the code, and a human-readable
+/// description that never carries a secret.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OAuthError {
+    pub code: ErrorCode,
+    pub description: String,
+}
+
+impl OAuthError {
+    pub fn new(code: ErrorCode, description: impl Into<String>) -> Self {
+        Self {
+            code,
+            description: description.into(),
+        }
+    }
+    pub fn invalid_request(d: impl Into<String>) -> Self {
+        Self::new(ErrorCode::InvalidRequest, d)
+    }
+    pub fn invalid_client(d: impl Into<String>) -> Self {
+        Self::new(ErrorCode::InvalidClient, d)
+    }
+    pub fn invalid_grant(d: impl Into<String>) -> Self {
+        Self::new(ErrorCode::InvalidGrant, d)
+    }
+    pub fn invalid_scope(d: impl Into<String>) -> Self {
+        Self::new(ErrorCode::InvalidScope, d)
+    }
+    pub fn unauthorized_client(d: impl Into<String>) -> Self {
+        Self::new(ErrorCode::UnauthorizedClient, d)
+    }
+    pub fn unavailable() -> Self {
+        Self::new(
+            ErrorCode::TemporarilyUnavailable,
+            "a dependency of the authorization server failed; retry later",
+        )
+    }
+}
+
+impl fmt::Display for OAuthError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.code, self.description)
+    }
+}
+
+impl std::error::Error for OAuthError {}

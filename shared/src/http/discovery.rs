@@ -1,0 +1,69 @@
+//! The discovery function: OpenID Provider metadata (OIDC Discovery §3,
+//! RFC 8414) and the JWK Set. Built once; no store or KMS call per request.
+
+use std::sync::Arc;
+
+use http::Method;
+use serde_json::{Value, json};
+
+use super::{AUTHORIZE, DISCOVERY, JWKS, REFRESH, REVOKE, Request, Response, Route, TOKEN, wire};
+use crate::service::Services;
+
+pub const ROUTES: &[Route] = &[
+    Route {
+        method: Method::GET,
+        path: DISCOVERY,
+    },
+    Route {
+        method: Method::GET,
+        path: JWKS,
+    },
+];
+
+pub struct DiscoveryRouter {
+    metadata: Value,
+    jwks: Value,
+}
+
+impl DiscoveryRouter {
+    pub fn new(services: Arc<Services>) -> Self {
+        Self {
+            metadata: metadata(&services),
+            jwks: services.signer.jwks(),
+        }
+    }
+
+    pub async fn handle(&self, req: Request) -> Response {
+        match (req.method(), req.uri().path()) {
+            (&Method::GET, DISCOVERY) => wire::json_public(&self.metadata, 300),
+            (&Method::GET, JWKS) => wire::json_public(&self.jwks, 300),
+            _ => super::not_routed(ROUTES, &req),
+        }
+    }
+}
+
+pub fn metadata(services: &Services) -> Value {
+    let c = &services.config;
+    json!({
+        "issuer": c.issuer,
+        "authorization_endpoint": c.endpoint(AUTHORIZE),
+        "token_endpoint": c.endpoint(TOKEN),
+        "refresh_endpoint": c.endpoint(REFRESH),
+        "revocation_endpoint": c.endpoint(REVOKE),
+        "jwks_uri": c.endpoint(JWKS),
+        "response_types_supported": ["code"],
+        "response_modes_supported": ["query"],
+        "grant_types_supported": ["authorization_code", "refresh_token", "client_credentials"],
+        "code_challenge_methods_supported": ["S256"],
+        "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post", "none"],
+        "revocation_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post", "none"],
+        "scopes_supported": ["openid", "profile", "email", "offline_access"],
+        "subject_types_supported": ["public"],
+        "id_token_signing_alg_values_supported": [services.signer.alg()],
+        "claims_supported": ["iss", "sub", "aud", "exp", "iat", "auth_time", "nonce", "at_hash", "azp", "amr"],
+        "prompt_values_supported": ["none", "login", "consent"],
+        "authorization_response_iss_parameter_supported": true,
+        "request_parameter_supported": false,
+        "request_uri_parameter_supported": false,
+    })
+}

@@ -1,0 +1,52 @@
+//! One router per Lambda function: a plain `http::Request<Bytes>` in, an
+//! `http::Response<Bytes>` out. The Lambda binaries and `tokenfn serve` are
+//! two thin shells around these; no handler knows which one it runs under.
+
+pub mod authorize;
+pub mod discovery;
+pub mod pages;
+pub mod refresh;
+pub mod revoke;
+pub mod token;
+pub mod wire;
+
+use bytes::Bytes;
+use http::Method;
+
+pub type Request = http::Request<Bytes>;
+pub type Response = http::Response<Bytes>;
+
+/// A route a function serves; infrastructure templates are checked against these.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Route {
+    pub method: Method,
+    pub path: &'static str,
+}
+
+pub const AUTHORIZE: &str = "/authorize";
+pub const LOGIN: &str = "/login";
+pub const CONSENT: &str = "/consent";
+pub const TOKEN: &str = "/oauth/token";
+pub const REFRESH: &str = "/oauth/refresh";
+pub const REVOKE: &str = "/oauth/revoke";
+pub const DISCOVERY: &str = "/.well-known/openid-configuration";
+pub const JWKS: &str = "/.well-known/jwks.json";
+
+/// Answers a path that exists with the wrong method, or one that doesn't.
+pub(crate) fn not_routed(routes: &[Route], req: &Request) -> Response {
+    let allowed: Vec<&str> = routes
+        .iter()
+        .filter(|r| r.path == req.uri().path())
+        .map(|r| r.method.as_str())
+        .collect();
+    if allowed.is_empty() {
+        wire::json_error(404, "invalid_request", "no such endpoint", &[])
+    } else {
+        wire::json_error(
+            405,
+            "invalid_request",
+            &format!("use {}", allowed.join(" or ")),
+            &[("allow", allowed.join(", "))],
+        )
+    }
+}

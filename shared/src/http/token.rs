@@ -1,0 +1,95 @@
+//! The token function: `POST /oauth/token` (RFC 6749 §3.2).
+
+use std::sync::Arc;
+
+use http::Method;
+
+use super::{Request, Response, Route, TOKEN, wire};
+use crate::domain::{ClientAuth, ErrorCode, OAuthError, Scopes};
+use crate::service::Services;
+use crate::service::token::CodeExchange;
+
+pub const ROUTES: &[Route] = &[Route {
+    method: Method::POST,
+    path: TOKEN,
+}];
+
+pub struct TokenRouter {
+    services: Arc<Services>,
+}
+
+impl TokenRouter {
+    pub fn new(services: Arc<Services>) -> Self {
+        Self { services }
+    }
+
+    pub async fn handle(&self, req: Request) -> Response {
+        if req.method() != Method::POST || req.uri().path() != TOKEN {
+            return super::not_routed(ROUTES, &req);
+        }
+        token_request(&self.services, &req, false).await
+    }
+}
+
+/// Parses a token request, runs its grant and writes the RFC 6749 §5
+/// response. `refresh_only` is the refresh function's mode, where
+/// `grant_type` may be omitted.
+pub(crate) async fn token_request(
+    services: &Services,
+    req: &Request,
+    refresh_only: bool,
+) -> Response {
+    let form = match wire::form(req) {
+        Ok(f) => f,
+        Err(e) => return wire::oauth_error(&e, false),
+    };
+    let auth = match wire::client_auth(req, &form) {
+        Ok(a) => a,
+        Err(e) => {
+            return wire::oauth_error(&e, req.headers().contains_key(http::header::AUTHORIZATION));
+        }
+    };
+    match run_grant(services, &auth, &form, refresh_only).await {
+        Ok(body) => wire::json_no_store(200, &body),
+        Err(e) => wire::oauth_error(&e, auth.used_basic()),
+    }
+}
+
+async fn run_grant(
+    services: &Services,
+    auth: &ClientAuth,
+    form: &[(String, String)],
+    refresh_only: bool,
+) -> Result<crate::service::TokenResponse, OAuthError> {
+    let grant_type = match (wire::field(form, "grant_type")?, refresh_only) {
+        (Some(g), _) => g,
+        (None, true) => "refresh_token",
+        (None, false) => return Err(OAuthError::invalid_request("grant_type is required")),
+    };
+    let scope = wire::field(form, "scope")?.map(Scopes::parse).transpose()?;
+    match grant_type {
+        "refresh_token" => {
+            let token = wire::required(form, "refresh_token")?;
+            services.refresh(auth, token, scope.as_ref()).await
+        }
+        "authorization_code" if !refresh_only => {
+            let exchange = CodeExchange {
+                code: wire::required(form, "code")?,
+                redirect_uri: wire::field(form, "redirect_uri")?,
+                code_verifier: wire::field(form, "code_verifier")?,
+            };
+            services.exchange_code(auth, exchange).await
+        }
+        "client_credentials" if !refresh_only => {
+            services.client_credentials(auth, scope.as_ref()).await
+        }
+        _ => Err(OAuthError::new(
+            ErrorCode::UnsupportedGrantType,
+            if refresh_only {
+                "this endpoint serves only grant_type=refresh_token"
+            } else {
+                "unsupported grant_type"
+            },
+        )),
+    }
+}

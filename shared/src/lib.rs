@@ -1,0 +1,14 @@
+//! tokenfn-core: all of tokenfn's token logic.
+//!
+//! `domain` holds the rules (pure), `ports` the traits they need, `store` and
+//! `sign` the adapters, `service` the operations of each endpoint, and `http`
+//! one router per Lambda function. The Lambda binaries and `tokenfn serve`
+//! are thin shells around these routers.
+
+pub mod config;
+pub mod domain;
+pub mod http;
+pub mod ports;
+pub mod service;
+pub mod sign;
+pub mod store;

@@ -1,0 +1,141 @@
+//! The traits the domain needs from the outside world. Store methods are
+//! domain operations, so that each backend makes them atomic its own way.
+
+use async_trait::async_trait;
+
+use crate::domain::{
+    AuthCode, Client, Consent, Grant, Interaction, RefreshToken, RefreshView, Session, User,
+};
+
+/// A dependency failed (the store or the signer). Maps to 503
+/// `temporarily_unavailable`, never to a token being lost.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
+    #[error("already exists: {0}")]
+    Conflict(String),
+}
+
+/// The outcome of redeeming an authorization code.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Redeemed {
+    /// The code was unused; it is now consumed and the grant (with its first
+    /// refresh token, if any) exists.
+    Issued,
+    /// The code had been redeemed already: the grant it created must die
+    /// (DESIGN invariant 6).
+    Replayed { grant_id: String },
+    /// No such code, or it expired.
+    Invalid,
+}
+
+/// The outcome of rotating a refresh token (DESIGN invariant 2).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Rotated {
+    /// The old token is consumed and the successor stored.
+    Rotated,
+    /// The old token had been consumed already (outside the leeway): the
+    /// caller must revoke the grant (DESIGN invariant 3).
+    Reused { grant_id: String },
+    /// No such token, expired, or its grant is not active.
+    Invalid,
+}
+
+#[async_trait]
+pub trait Store: Send + Sync {
+    // Clients and users: administered, read on every request.
+    async fn put_client(&self, client: &Client) -> Result<(), StoreError>;
+    async fn get_client(&self, id: &str) -> Result<Option<Client>, StoreError>;
+    /// Fails with `Conflict` when the username is taken.
+    async fn add_user(&self, user: &User) -> Result<(), StoreError>;
+    async fn get_user(&self, id: &str) -> Result<Option<User>, StoreError>;
+    async fn find_user(&self, username: &str) -> Result<Option<User>, StoreError>;
+
+    // The browser side of the authorization endpoint.
+    async fn put_interaction(&self, interaction: &Interaction) -> Result<(), StoreError>;
+    async fn get_interaction(&self, id: &str, now: i64) -> Result<Option<Interaction>, StoreError>;
+    async fn delete_interaction(&self, id: &str) -> Result<(), StoreError>;
+    async fn put_session(&self, session: &Session) -> Result<(), StoreError>;
+    async fn get_session(&self, hash: &str, now: i64) -> Result<Option<Session>, StoreError>;
+    async fn get_consent(
+        &self,
+        user_id: &str,
+        client_id: &str,
+    ) -> Result<Option<Consent>, StoreError>;
+    async fn put_consent(&self, consent: &Consent) -> Result<(), StoreError>;
+
+    // Codes.
+    async fn put_code(&self, code: &AuthCode) -> Result<(), StoreError>;
+    /// The code, unexpired, whether or not it was consumed.
+    async fn find_code(&self, hash: &str, now: i64) -> Result<Option<AuthCode>, StoreError>;
+    /// Atomically: consume the code if unused and unexpired, create `grant`
+    /// and store `refresh` (if any) as its first refresh token.
+    async fn redeem_code(
+        &self,
+        hash: &str,
+        grant: &Grant,
+        refresh: Option<&RefreshToken>,
+        now: i64,
+    ) -> Result<Redeemed, StoreError>;
+
+    // Refresh tokens.
+    /// The token and its grant, unexpired (consumed tokens included, so that
+    /// reuse is seen).
+    async fn find_refresh(&self, hash: &str, now: i64) -> Result<Option<RefreshView>, StoreError>;
+    /// Atomically: if `old_hash` is unconsumed, within its idle lifetime and
+    /// its grant is active, consume it and store `successor`. If it was
+    /// consumed no more than `leeway` seconds ago and its own successor is
+    /// still unconsumed, rotate from that successor instead.
+    async fn rotate_refresh(
+        &self,
+        old_hash: &str,
+        successor: &RefreshToken,
+        leeway: i64,
+        now: i64,
+    ) -> Result<Rotated, StoreError>;
+
+    // Grants and revocation. Each returns how many active grants it revoked.
+    async fn get_grant(&self, id: &str) -> Result<Option<Grant>, StoreError>;
+    /// The user's grants that are neither revoked nor expired.
+    async fn list_grants(&self, user_id: &str, now: i64) -> Result<Vec<Grant>, StoreError>;
+    async fn revoke_grant(&self, id: &str, now: i64) -> Result<u64, StoreError>;
+    async fn revoke_user(&self, user_id: &str, now: i64) -> Result<u64, StoreError>;
+    async fn revoke_client(&self, client_id: &str, now: i64) -> Result<u64, StoreError>;
+    /// Forgets the user's consent for the client and revokes their grants.
+    async fn revoke_consent(
+        &self,
+        user_id: &str,
+        client_id: &str,
+        now: i64,
+    ) -> Result<u64, StoreError>;
+}
+
+/// Makes JWS signatures. The first configured key signs; all are published.
+#[async_trait]
+pub trait Signer: Send + Sync {
+    /// JOSE `alg` of the signing key (ES256, RS256).
+    fn alg(&self) -> &str;
+    /// RFC 7638 thumbprint of the signing key.
+    fn kid(&self) -> &str;
+    /// The JOSE signature over `signing_input` (for ECDSA, the 64-byte r||s).
+    async fn sign(&self, signing_input: &[u8]) -> Result<Vec<u8>, StoreError>;
+    /// The JWK Set of every configured key.
+    fn jwks(&self) -> serde_json::Value;
+}
+
+/// Seconds since the Unix epoch. Fixed in tests.
+pub trait Clock: Send + Sync {
+    fn now(&self) -> i64;
+}
+
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now(&self) -> i64 {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs() as i64)
+            .unwrap_or(0)
+    }
+}

@@ -1,0 +1,389 @@
+//! The token endpoint's grants (RFC 6749 §4.1.3, §4.4, §6) and revocation
+//! (RFC 7009). Each grant makes two sequential rounds of store calls at most:
+//! reads first, then the one atomic write in parallel with the signatures.
+
+use serde::Serialize;
+
+use super::{Services, no_randomness, unavailable};
+use crate::domain::scope::{OFFLINE_ACCESS, OPENID};
+use crate::domain::secret::{self, hash, log_prefix};
+use crate::domain::token::{AccessClaims, IdClaims};
+use crate::domain::{
+    Client, ClientAuth, ErrorCode, Grant, GrantType, OAuthError, RefreshToken, Scopes, pkce,
+};
+use crate::ports::{Redeemed, Rotated};
+
+/// RFC 6749 §5.1 (and OIDC Core §3.1.3.3 for `id_token`).
+#[derive(Debug, Serialize)]
+pub struct TokenResponse {
+    pub access_token: String,
+    pub token_type: &'static str,
+    pub expires_in: i64,
+    pub scope: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub refresh_token: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub id_token: Option<String>,
+}
+
+/// The parameters of an authorization_code token request.
+pub struct CodeExchange<'a> {
+    pub code: &'a str,
+    pub redirect_uri: Option<&'a str>,
+    pub code_verifier: Option<&'a str>,
+}
+
+impl Services {
+    async fn client_for(&self, auth: &ClientAuth) -> Result<Client, OAuthError> {
+        let client = self
+            .store
+            .get_client(auth.client_id())
+            .await
+            .map_err(unavailable)?
+            .ok_or_else(|| OAuthError::invalid_client("client authentication failed"))?;
+        client.authenticate(auth)?;
+        Ok(client)
+    }
+
+    /// Finishes a client's authentication after a parallel read.
+    fn check_client(
+        auth: &ClientAuth,
+        found: Result<Option<Client>, crate::ports::StoreError>,
+    ) -> Result<Client, OAuthError> {
+        let client = found
+            .map_err(unavailable)?
+            .ok_or_else(|| OAuthError::invalid_client("client authentication failed"))?;
+        client.authenticate(auth)?;
+        Ok(client)
+    }
+
+    /// RFC 6749 §4.1.3 with RFC 7636 §4.6.
+    pub async fn exchange_code(
+        &self,
+        auth: &ClientAuth,
+        req: CodeExchange<'_>,
+    ) -> Result<TokenResponse, OAuthError> {
+        let now = self.clock.now();
+        let code_hash = hash(req.code);
+        let (client, code) = tokio::join!(
+            self.store.get_client(auth.client_id()),
+            self.store.find_code(&code_hash, now)
+        );
+        let client = Self::check_client(auth, client)?;
+        if !client.allows(GrantType::AuthorizationCode) {
+            return Err(OAuthError::unauthorized_client(
+                "this client may not use the authorization code grant",
+            ));
+        }
+        let code = code
+            .map_err(unavailable)?
+            .ok_or_else(|| OAuthError::invalid_grant("authorization code is invalid or expired"))?;
+        if code.consumed_at.is_some() {
+            return Err(self.code_replayed(&code.grant_id, now).await);
+        }
+        if code.client_id != client.id {
+            return Err(OAuthError::invalid_grant(
+                "authorization code was issued to another client",
+            ));
+        }
+        match req.redirect_uri {
+            Some(uri) if uri == code.redirect_uri => {}
+            Some(_) => {
+                return Err(OAuthError::invalid_grant(
+                    "redirect_uri does not match the authorization request",
+                ));
+            }
+            None => return Err(OAuthError::invalid_request("redirect_uri is required")),
+        }
+        match (&code.code_challenge, req.code_verifier) {
+            (Some(challenge), Some(verifier)) => pkce::verify(challenge, verifier)?,
+            (Some(_), None) => return Err(OAuthError::invalid_grant("code_verifier is required")),
+            // RFC 9700 §2.1.1: a verifier without a challenge is a downgrade attempt.
+            (None, Some(_)) => {
+                return Err(OAuthError::invalid_grant(
+                    "code_verifier sent but the authorization request had no code_challenge",
+                ));
+            }
+            (None, None) => {}
+        }
+
+        let refresh =
+            code.scopes.contains(OFFLINE_ACCESS) && client.allows(GrantType::RefreshToken);
+        let lifetime = if refresh {
+            client.lifetimes.refresh_absolute
+        } else {
+            client.lifetimes.access_token
+        };
+        let grant = Grant {
+            id: code.grant_id.clone(),
+            user_id: code.user_id.clone(),
+            client_id: client.id.clone(),
+            scopes: code.scopes.clone(),
+            auth_time: code.auth_time,
+            amr: code.amr.clone(),
+            created_at: now,
+            expires_at: now + lifetime,
+            revoked_at: None,
+            last_used_at: now,
+        };
+        let refresh_token = if refresh {
+            Some(secret::new_secret().map_err(no_randomness)?)
+        } else {
+            None
+        };
+        let record = refresh_token
+            .as_deref()
+            .map(|t| RefreshToken::issue(hash(t), &grant, client.lifetimes.refresh_idle, now));
+
+        let (redeemed, minted) = tokio::join!(
+            self.store
+                .redeem_code(&code_hash, &grant, record.as_ref(), now),
+            self.mint(&client, &grant, &grant.scopes, code.nonce.as_deref(), now)
+        );
+        match redeemed.map_err(unavailable)? {
+            Redeemed::Issued => {}
+            Redeemed::Replayed { grant_id } => {
+                return Err(self.code_replayed(&grant_id, now).await);
+            }
+            Redeemed::Invalid => {
+                return Err(OAuthError::invalid_grant(
+                    "authorization code is invalid or expired",
+                ));
+            }
+        }
+        let (access_token, id_token) = minted?;
+        tracing::info!(grant = %grant.id, client = %client.id, refresh, "code redeemed");
+        Ok(TokenResponse {
+            access_token,
+            token_type: "Bearer",
+            expires_in: client.lifetimes.access_token,
+            scope: grant.scopes.to_string(),
+            refresh_token,
+            id_token,
+        })
+    }
+
+    /// RFC 6749 §4.1.2: a code used twice revokes what it issued.
+    async fn code_replayed(&self, grant_id: &str, now: i64) -> OAuthError {
+        match self.store.revoke_grant(grant_id, now).await {
+            Ok(_) => {
+                tracing::warn!(grant = %grant_id, "authorization code replayed; grant revoked");
+                OAuthError::invalid_grant("authorization code was already used")
+            }
+            Err(e) => unavailable(e),
+        }
+    }
+
+    /// RFC 6749 §6, rotating on every use (RFC 9700 §4.14.2).
+    pub async fn refresh(
+        &self,
+        auth: &ClientAuth,
+        refresh_token: &str,
+        scope: Option<&Scopes>,
+    ) -> Result<TokenResponse, OAuthError> {
+        let now = self.clock.now();
+        let old_hash = hash(refresh_token);
+        let (client, view) = tokio::join!(
+            self.store.get_client(auth.client_id()),
+            self.store.find_refresh(&old_hash, now)
+        );
+        let client = Self::check_client(auth, client)?;
+        if !client.allows(GrantType::RefreshToken) {
+            return Err(OAuthError::unauthorized_client(
+                "this client may not use the refresh_token grant",
+            ));
+        }
+        let view = view
+            .map_err(unavailable)?
+            .ok_or_else(|| OAuthError::invalid_grant("refresh token is invalid or expired"))?;
+        let scopes = view.check(&client.id, scope, now)?;
+        if let Some(consumed_at) = view.token.consumed_at
+            && now - consumed_at > client.lifetimes.reuse_leeway
+        {
+            return Err(self.refresh_reused(&view.grant.id, &old_hash, now).await);
+        }
+
+        let new_token = secret::new_secret().map_err(no_randomness)?;
+        let successor = RefreshToken::issue(
+            hash(&new_token),
+            &view.grant,
+            client.lifetimes.refresh_idle,
+            now,
+        );
+        let (rotated, minted) = tokio::join!(
+            self.store
+                .rotate_refresh(&old_hash, &successor, client.lifetimes.reuse_leeway, now),
+            // OIDC Core §12.2: no nonce in an ID token from a refresh.
+            self.mint(&client, &view.grant, &scopes, None, now)
+        );
+        match rotated.map_err(unavailable)? {
+            Rotated::Rotated => {}
+            Rotated::Reused { grant_id } => {
+                return Err(self.refresh_reused(&grant_id, &old_hash, now).await);
+            }
+            Rotated::Invalid => {
+                return Err(OAuthError::invalid_grant(
+                    "refresh token is invalid or expired",
+                ));
+            }
+        }
+        let (access_token, id_token) = minted?;
+        tracing::info!(grant = %view.grant.id, client = %client.id, token = log_prefix(&old_hash), "refresh token rotated");
+        Ok(TokenResponse {
+            access_token,
+            token_type: "Bearer",
+            expires_in: client.lifetimes.access_token,
+            scope: scopes.to_string(),
+            refresh_token: Some(new_token),
+            id_token,
+        })
+    }
+
+    /// RFC 9700 §4.14.2: a consumed refresh token presented again means one
+    /// of its holders is not the client; the whole family dies.
+    async fn refresh_reused(&self, grant_id: &str, token_hash: &str, now: i64) -> OAuthError {
+        match self.store.revoke_grant(grant_id, now).await {
+            Ok(_) => {
+                tracing::warn!(grant = %grant_id, token = log_prefix(token_hash), "refresh token reused; grant revoked");
+                OAuthError::invalid_grant("refresh token was already used; the grant is revoked")
+            }
+            Err(e) => unavailable(e),
+        }
+    }
+
+    /// RFC 6749 §4.4: the client acting on its own behalf.
+    pub async fn client_credentials(
+        &self,
+        auth: &ClientAuth,
+        scope: Option<&Scopes>,
+    ) -> Result<TokenResponse, OAuthError> {
+        let now = self.clock.now();
+        let client = self.client_for(auth).await?;
+        if client.is_public() || !client.allows(GrantType::ClientCredentials) {
+            return Err(OAuthError::unauthorized_client(
+                "this client may not use the client_credentials grant",
+            ));
+        }
+        // There is no user: identity and offline scopes make no sense here.
+        let allowed = client.scopes.without(OPENID).without(OFFLINE_ACCESS);
+        let scopes = match scope {
+            Some(s) if !s.is_empty() => {
+                if s.contains(OPENID) || s.contains(OFFLINE_ACCESS) {
+                    return Err(OAuthError::invalid_scope(
+                        "openid and offline_access need a user; not available with client_credentials",
+                    ));
+                }
+                client.check_scopes(s)?;
+                s.clone()
+            }
+            _ => allowed,
+        };
+        let claims = AccessClaims {
+            iss: &self.config.issuer,
+            sub: &client.id,
+            aud: &client.id,
+            client_id: &client.id,
+            scope: scopes.to_string(),
+            iat: now,
+            exp: now + client.lifetimes.access_token,
+            jti: secret::new_id().map_err(no_randomness)?,
+            grant_id: None,
+            auth_time: None,
+        };
+        let access_token = self.sign_jwt("at+jwt", &claims).await?;
+        tracing::info!(client = %client.id, "client credentials token issued");
+        Ok(TokenResponse {
+            access_token,
+            token_type: "Bearer",
+            expires_in: client.lifetimes.access_token,
+            scope: scopes.to_string(),
+            refresh_token: None,
+            id_token: None,
+        })
+    }
+
+    /// The access token (RFC 9068) and, for OpenID grants, the ID token,
+    /// signed in parallel.
+    async fn mint(
+        &self,
+        client: &Client,
+        grant: &Grant,
+        scopes: &Scopes,
+        nonce: Option<&str>,
+        now: i64,
+    ) -> Result<(String, Option<String>), OAuthError> {
+        let claims = AccessClaims {
+            iss: &self.config.issuer,
+            sub: &grant.user_id,
+            // RFC 9068 §3: with no resource indicator, the audience is the client.
+            aud: &client.id,
+            client_id: &client.id,
+            scope: scopes.to_string(),
+            iat: now,
+            exp: now + client.lifetimes.access_token,
+            jti: secret::new_id().map_err(no_randomness)?,
+            grant_id: Some(&grant.id),
+            auth_time: Some(grant.auth_time),
+        };
+        // at_hash binds the ID token to the access token, so the access
+        // token's signing input fixes its value before either is signed.
+        let header = crate::domain::token::Header {
+            alg: self.signer.alg(),
+            typ: "at+jwt",
+            kid: self.signer.kid(),
+        };
+        let at_input = crate::domain::token::signing_input(&header, &claims)
+            .map_err(|e| OAuthError::new(ErrorCode::ServerError, e.to_string()))?;
+        if !grant.scopes.contains(OPENID) {
+            let sig = self
+                .signer
+                .sign(at_input.as_bytes())
+                .await
+                .map_err(unavailable)?;
+            return Ok((crate::domain::token::compact(&at_input, &sig), None));
+        }
+        let at_sig = self
+            .signer
+            .sign(at_input.as_bytes())
+            .await
+            .map_err(unavailable)?;
+        let access_token = crate::domain::token::compact(&at_input, &at_sig);
+        let id_claims = IdClaims::for_grant(
+            &self.config.issuer,
+            grant,
+            &access_token,
+            nonce,
+            now,
+            self.config.id_token_ttl,
+        );
+        let id_token = self.sign_jwt("JWT", &id_claims).await?;
+        Ok((access_token, Some(id_token)))
+    }
+
+    /// RFC 7009 §2.1: revoking a refresh token revokes its grant; a token we
+    /// do not know (or an access token, which expires on its own) is a success.
+    pub async fn revoke(&self, auth: &ClientAuth, token: &str) -> Result<(), OAuthError> {
+        let now = self.clock.now();
+        let token_hash = hash(token);
+        let (client, view) = tokio::join!(
+            self.store.get_client(auth.client_id()),
+            self.store.find_refresh(&token_hash, now)
+        );
+        let client = Self::check_client(auth, client)?;
+        let Some(view) = view.map_err(unavailable)? else {
+            return Ok(());
+        };
+        if view.token.client_id != client.id {
+            return Err(OAuthError::invalid_grant(
+                "the token was issued to another client",
+            ));
+        }
+        let n = self
+            .store
+            .revoke_grant(&view.grant.id, now)
+            .await
+            .map_err(unavailable)?;
+        tracing::info!(grant = %view.grant.id, client = %client.id, revoked = n, "refresh token revoked");
+        Ok(())
+    }
+}

@@ -1,0 +1,5 @@
+//! Store implementations: SQLite (the embedded default).
+
+pub mod sqlite;
+
+pub use sqlite::SqliteStore;

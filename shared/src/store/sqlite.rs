@@ -1,0 +1,1345 @@
+//! The embedded store: one SQLite file in WAL mode (DESIGN "Embedded
+//! default").
+//!
+//! Admin commands open the same file while a server runs, so nothing is
+//! cached in memory: every call reads and writes the file, and every
+//! multi-step operation is one `BEGIN IMMEDIATE` transaction, which takes
+//! SQLite's write lock before its first read. That is what makes a rotation
+//! or a code redemption atomic across connections and processes (DESIGN
+//! invariants 2 and 6).
+
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use rusqlite::types::Type;
+use rusqlite::{Connection, OptionalExtension, Row, Transaction, TransactionBehavior, params};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::domain::{
+    AuthCode, AuthorizationRequest, Client, Consent, Grant, Interaction, RefreshToken, RefreshView,
+    Scopes, Session, User,
+};
+use crate::ports::{Redeemed, Rotated, Store, StoreError};
+
+/// Bumped whenever the schema changes; a file written by a newer build is
+/// refused rather than misread.
+const SCHEMA_VERSION: i64 = 1;
+
+/// Long enough to ride out another process's write transaction (they are
+/// all a few statements), short enough that a stuck writer becomes a 503
+/// rather than a hung request.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Expired rows are invisible to every read, so deleting them is only
+/// housekeeping; once per this many redemptions and rotations is plenty.
+const GC_EVERY: u64 = 64;
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS clients (
+    id          TEXT PRIMARY KEY NOT NULL,
+    -- Client::secret_hash is not serialized, so it lives in its own column.
+    secret_hash TEXT,
+    record      TEXT NOT NULL
+) STRICT;
+
+CREATE TABLE IF NOT EXISTS users (
+    id            TEXT PRIMARY KEY NOT NULL,
+    username      TEXT NOT NULL UNIQUE,
+    password_hash TEXT NOT NULL,
+    email         TEXT,
+    created_at    INTEGER NOT NULL
+) STRICT;
+
+CREATE TABLE IF NOT EXISTS interactions (
+    id           TEXT PRIMARY KEY NOT NULL,
+    csrf_hash    TEXT NOT NULL,
+    browser_hash TEXT NOT NULL,
+    request      TEXT NOT NULL,
+    user_id      TEXT,
+    auth_time    INTEGER,
+    amr          TEXT NOT NULL,
+    expires_at   INTEGER NOT NULL
+) STRICT;
+CREATE INDEX IF NOT EXISTS interactions_by_expiry ON interactions (expires_at);
+
+CREATE TABLE IF NOT EXISTS sessions (
+    hash       TEXT PRIMARY KEY NOT NULL,
+    user_id    TEXT NOT NULL,
+    auth_time  INTEGER NOT NULL,
+    amr        TEXT NOT NULL,
+    expires_at INTEGER NOT NULL
+) STRICT;
+CREATE INDEX IF NOT EXISTS sessions_by_expiry ON sessions (expires_at);
+
+CREATE TABLE IF NOT EXISTS consents (
+    user_id    TEXT NOT NULL,
+    client_id  TEXT NOT NULL,
+    scopes     TEXT NOT NULL,
+    granted_at INTEGER NOT NULL,
+    PRIMARY KEY (user_id, client_id)
+) STRICT;
+
+CREATE TABLE IF NOT EXISTS codes (
+    hash           TEXT PRIMARY KEY NOT NULL,
+    client_id      TEXT NOT NULL,
+    redirect_uri   TEXT NOT NULL,
+    user_id        TEXT NOT NULL,
+    scopes         TEXT NOT NULL,
+    nonce          TEXT,
+    code_challenge TEXT,
+    auth_time      INTEGER NOT NULL,
+    amr            TEXT NOT NULL,
+    grant_id       TEXT NOT NULL,
+    expires_at     INTEGER NOT NULL,
+    consumed_at    INTEGER
+) STRICT;
+CREATE INDEX IF NOT EXISTS codes_by_expiry ON codes (expires_at);
+
+CREATE TABLE IF NOT EXISTS grants (
+    id           TEXT PRIMARY KEY NOT NULL,
+    user_id      TEXT NOT NULL,
+    client_id    TEXT NOT NULL,
+    scopes       TEXT NOT NULL,
+    auth_time    INTEGER NOT NULL,
+    amr          TEXT NOT NULL,
+    created_at   INTEGER NOT NULL,
+    expires_at   INTEGER NOT NULL,
+    revoked_at   INTEGER,
+    last_used_at INTEGER NOT NULL
+) STRICT;
+-- Bulk revocation and \"list my grants\" (DESIGN: revoke-by-user and by-client use an index).
+CREATE INDEX IF NOT EXISTS grants_by_user ON grants (user_id, client_id);
+CREATE INDEX IF NOT EXISTS grants_by_client ON grants (client_id);
+
+-- Invariant 4: a token belongs to exactly one grant, and revoking the grant
+-- (one UPDATE) kills the token because every use joins the grant.
+CREATE TABLE IF NOT EXISTS refresh_tokens (
+    hash            TEXT PRIMARY KEY NOT NULL,
+    grant_id        TEXT NOT NULL REFERENCES grants (id) ON DELETE CASCADE,
+    client_id       TEXT NOT NULL,
+    user_id         TEXT NOT NULL,
+    created_at      INTEGER NOT NULL,
+    idle_expires_at INTEGER NOT NULL,
+    expires_at      INTEGER NOT NULL,
+    consumed_at     INTEGER,
+    successor_hash  TEXT
+) STRICT;
+CREATE INDEX IF NOT EXISTS refresh_tokens_by_grant ON refresh_tokens (grant_id);
+CREATE INDEX IF NOT EXISTS refresh_tokens_by_expiry ON refresh_tokens (expires_at);
+";
+
+const GRANT_COLUMNS: &str = "id, user_id, client_id, scopes, auth_time, amr, created_at, expires_at, revoked_at, last_used_at";
+const REFRESH_COLUMNS: &str = "hash, grant_id, client_id, user_id, created_at, idle_expires_at, expires_at, consumed_at, successor_hash";
+
+/// A [`Store`] on one SQLite file. Cheap to clone: clones share the
+/// connection.
+#[derive(Clone)]
+pub struct SqliteStore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    /// One connection, used by one blocking task at a time. SQLite
+    /// serializes writers anyway, and other processes get their own.
+    conn: Mutex<Connection>,
+    /// Counts redemptions and rotations, to run the housekeeping now and then.
+    writes: AtomicU64,
+}
+
+impl std::fmt::Debug for SqliteStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SqliteStore").finish_non_exhaustive()
+    }
+}
+
+impl SqliteStore {
+    /// Opens (creating if missing) the database file at `path` and brings
+    /// its schema up to date. Safe to call from several processes at once.
+    pub fn open(path: &Path) -> Result<Self, StoreError> {
+        create_private_file(path)?;
+        let conn = Connection::open(path).map_err(|e| open_error(path, &e.to_string()))?;
+        Self::init(conn, true).map_err(|e| open_error(path, &e.to_string()))
+    }
+
+    /// A private database that lives as long as this value (tests, demos).
+    pub fn open_in_memory() -> Result<Self, StoreError> {
+        let conn = Connection::open_in_memory()
+            .map_err(|e| open_error(Path::new(":memory:"), &e.to_string()))?;
+        Self::init(conn, false).map_err(|e| open_error(Path::new(":memory:"), &e.to_string()))
+    }
+
+    fn init(mut conn: Connection, wal: bool) -> Result<Self, Failure> {
+        // Set first, so that even the schema setup waits for a busy writer.
+        conn.busy_timeout(BUSY_TIMEOUT)?;
+        if wal {
+            // WAL lets admin commands in other processes read beside the
+            // server's writes; it is a property of the file, so this also
+            // converts a file created without it.
+            let mode: String =
+                conn.pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get(0))?;
+            if !mode.eq_ignore_ascii_case("wal") {
+                return Err(Failure::Corrupt("the database refused WAL journal mode"));
+            }
+        }
+        // In WAL mode NORMAL cannot corrupt the file; a power cut may lose
+        // the last commits, which costs users a sign-in, not a security property.
+        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        conn.pragma_update(None, "foreign_keys", "ON")?;
+
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let version: i64 = tx.query_row("PRAGMA user_version", [], |row| row.get(0))?;
+        if version > SCHEMA_VERSION {
+            return Err(Failure::Corrupt(
+                "the database was written by a newer tokenfn (schema version too new)",
+            ));
+        }
+        tx.execute_batch(SCHEMA)?;
+        if version < SCHEMA_VERSION {
+            tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
+        }
+        tx.commit()?;
+
+        Ok(Self {
+            inner: Arc::new(Inner {
+                conn: Mutex::new(conn),
+                writes: AtomicU64::new(0),
+            }),
+        })
+    }
+
+    /// Runs `op` on the connection in the blocking pool: SQLite calls block
+    /// (on disk and on other processes' locks) and must not stall the runtime.
+    async fn run<T, F>(&self, what: &'static str, op: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection) -> Result<T, Failure> + Send + 'static,
+    {
+        let inner = Arc::clone(&self.inner);
+        let joined = tokio::task::spawn_blocking(move || {
+            // A panic while the lock was held happened inside a statement or a
+            // transaction, which SQLite rolled back (Transaction rolls back on
+            // drop), so the connection is still sound.
+            let mut conn = inner.conn.lock().unwrap_or_else(PoisonError::into_inner);
+            op(&mut conn)
+        })
+        .await;
+        match joined {
+            Ok(result) => result.map_err(|failure| failure.into_store_error(what)),
+            // The panic message is not forwarded: it could quote a value.
+            Err(e) if e.is_panic() => Err(StoreError::Unavailable(format!(
+                "sqlite {what}: worker panicked"
+            ))),
+            Err(_) => Err(StoreError::Unavailable(format!(
+                "sqlite {what}: worker cancelled"
+            ))),
+        }
+    }
+
+    /// Whether this call should also do the housekeeping.
+    fn gc_due(&self) -> bool {
+        self.inner.writes.fetch_add(1, Ordering::Relaxed) % GC_EVERY == GC_EVERY - 1
+    }
+}
+
+/// Deletes rows that every read already treats as absent (DESIGN invariant
+/// 5). Consumed refresh tokens stay until their `expires_at`, the grant's
+/// absolute expiry, because reuse detection needs them (invariant 3).
+/// Grants are kept: `get_grant` has no clock and reports them as they are.
+fn collect_garbage(conn: &Connection, now: i64) -> rusqlite::Result<usize> {
+    let mut deleted = 0;
+    for table in ["interactions", "sessions", "codes", "refresh_tokens"] {
+        deleted += conn
+            .prepare_cached(&format!("DELETE FROM {table} WHERE expires_at <= ?1"))?
+            .execute([now])?;
+    }
+    Ok(deleted)
+}
+
+/// Housekeeping after a write has committed (or rolled back), outside its
+/// transaction so that the write lock is not held longer than the operation.
+fn after_write(conn: &Connection, gc: bool, now: i64) {
+    if gc {
+        // Best effort: a failure here must not fail the operation that committed.
+        if let Err(e) = collect_garbage(conn, now) {
+            tracing::warn!(error = %e, "sqlite: deleting expired rows failed");
+        }
+    }
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn put_client(&self, client: &Client) -> Result<(), StoreError> {
+        let client = client.clone();
+        self.run("put_client", move |conn| {
+            let record = to_json(&client)?;
+            conn.prepare_cached(
+                "INSERT INTO clients (id, secret_hash, record) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (id) DO UPDATE SET secret_hash = excluded.secret_hash, record = excluded.record",
+            )?
+            .execute(params![client.id, client.secret_hash, record])?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn get_client(&self, id: &str) -> Result<Option<Client>, StoreError> {
+        let id = id.to_owned();
+        self.run("get_client", move |conn| {
+            let client = conn
+                .prepare_cached("SELECT secret_hash, record FROM clients WHERE id = ?1")?
+                .query_row([&id], |row| {
+                    let mut client: Client = json_column(row, 1)?;
+                    client.secret_hash = row.get(0)?;
+                    Ok(client)
+                })
+                .optional()?;
+            Ok(client)
+        })
+        .await
+    }
+
+    async fn add_user(&self, user: &User) -> Result<(), StoreError> {
+        let user = user.clone();
+        self.run("add_user", move |conn| {
+            let inserted = conn
+                .prepare_cached(
+                    "INSERT INTO users (id, username, password_hash, email, created_at)
+                     VALUES (?1, ?2, ?3, ?4, ?5)",
+                )?
+                .execute(params![
+                    user.id,
+                    user.username,
+                    user.password_hash,
+                    user.email,
+                    user.created_at
+                ]);
+            match inserted {
+                Ok(_) => Ok(()),
+                Err(e) => Err(match constraint_kind(&e) {
+                    Some(rusqlite::ffi::SQLITE_CONSTRAINT_UNIQUE) => {
+                        Failure::Conflict("a user with this username exists".into())
+                    }
+                    Some(rusqlite::ffi::SQLITE_CONSTRAINT_PRIMARYKEY) => {
+                        Failure::Conflict("a user with this id exists".into())
+                    }
+                    _ => Failure::Db(e),
+                }),
+            }
+        })
+        .await
+    }
+
+    async fn get_user(&self, id: &str) -> Result<Option<User>, StoreError> {
+        let id = id.to_owned();
+        self.run("get_user", move |conn| {
+            Ok(conn
+                .prepare_cached(
+                    "SELECT id, username, password_hash, email, created_at FROM users WHERE id = ?1",
+                )?
+                .query_row([&id], user_from_row)
+                .optional()?)
+        })
+        .await
+    }
+
+    async fn find_user(&self, username: &str) -> Result<Option<User>, StoreError> {
+        let username = username.to_owned();
+        self.run("find_user", move |conn| {
+            Ok(conn
+                .prepare_cached(
+                    "SELECT id, username, password_hash, email, created_at FROM users WHERE username = ?1",
+                )?
+                .query_row([&username], user_from_row)
+                .optional()?)
+        })
+        .await
+    }
+
+    async fn put_interaction(&self, interaction: &Interaction) -> Result<(), StoreError> {
+        let i = interaction.clone();
+        self.run("put_interaction", move |conn| {
+            let request = to_json(&i.request)?;
+            let amr = to_json(&i.amr)?;
+            conn.prepare_cached(
+                "INSERT OR REPLACE INTO interactions
+                     (id, csrf_hash, browser_hash, request, user_id, auth_time, amr, expires_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            )?
+            .execute(params![
+                i.id,
+                i.csrf_hash,
+                i.browser_hash,
+                request,
+                i.user_id,
+                i.auth_time,
+                amr,
+                i.expires_at
+            ])?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn get_interaction(&self, id: &str, now: i64) -> Result<Option<Interaction>, StoreError> {
+        let id = id.to_owned();
+        self.run("get_interaction", move |conn| {
+            Ok(conn
+                .prepare_cached(
+                    "SELECT id, csrf_hash, browser_hash, request, user_id, auth_time, amr, expires_at
+                     FROM interactions WHERE id = ?1 AND expires_at > ?2",
+                )?
+                .query_row(params![id, now], |row| {
+                    let request: AuthorizationRequest = json_column(row, 3)?;
+                    Ok(Interaction {
+                        id: row.get(0)?,
+                        csrf_hash: row.get(1)?,
+                        browser_hash: row.get(2)?,
+                        request,
+                        user_id: row.get(4)?,
+                        auth_time: row.get(5)?,
+                        amr: json_column(row, 6)?,
+                        expires_at: row.get(7)?,
+                    })
+                })
+                .optional()?)
+        })
+        .await
+    }
+
+    async fn delete_interaction(&self, id: &str) -> Result<(), StoreError> {
+        let id = id.to_owned();
+        self.run("delete_interaction", move |conn| {
+            conn.prepare_cached("DELETE FROM interactions WHERE id = ?1")?
+                .execute([&id])?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn put_session(&self, session: &Session) -> Result<(), StoreError> {
+        let s = session.clone();
+        self.run("put_session", move |conn| {
+            let amr = to_json(&s.amr)?;
+            conn.prepare_cached(
+                "INSERT OR REPLACE INTO sessions (hash, user_id, auth_time, amr, expires_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
+            )?
+            .execute(params![s.hash, s.user_id, s.auth_time, amr, s.expires_at])?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn get_session(&self, hash: &str, now: i64) -> Result<Option<Session>, StoreError> {
+        let hash = hash.to_owned();
+        self.run("get_session", move |conn| {
+            Ok(conn
+                .prepare_cached(
+                    "SELECT hash, user_id, auth_time, amr, expires_at
+                     FROM sessions WHERE hash = ?1 AND expires_at > ?2",
+                )?
+                .query_row(params![hash, now], |row| {
+                    Ok(Session {
+                        hash: row.get(0)?,
+                        user_id: row.get(1)?,
+                        auth_time: row.get(2)?,
+                        amr: json_column(row, 3)?,
+                        expires_at: row.get(4)?,
+                    })
+                })
+                .optional()?)
+        })
+        .await
+    }
+
+    async fn get_consent(
+        &self,
+        user_id: &str,
+        client_id: &str,
+    ) -> Result<Option<Consent>, StoreError> {
+        let (user_id, client_id) = (user_id.to_owned(), client_id.to_owned());
+        self.run("get_consent", move |conn| {
+            Ok(conn
+                .prepare_cached(
+                    "SELECT user_id, client_id, scopes, granted_at
+                     FROM consents WHERE user_id = ?1 AND client_id = ?2",
+                )?
+                .query_row(params![user_id, client_id], |row| {
+                    Ok(Consent {
+                        user_id: row.get(0)?,
+                        client_id: row.get(1)?,
+                        scopes: scopes_column(row, 2)?,
+                        granted_at: row.get(3)?,
+                    })
+                })
+                .optional()?)
+        })
+        .await
+    }
+
+    async fn put_consent(&self, consent: &Consent) -> Result<(), StoreError> {
+        let c = consent.clone();
+        self.run("put_consent", move |conn| {
+            conn.prepare_cached(
+                "INSERT OR REPLACE INTO consents (user_id, client_id, scopes, granted_at)
+                 VALUES (?1, ?2, ?3, ?4)",
+            )?
+            .execute(params![
+                c.user_id,
+                c.client_id,
+                c.scopes.to_string(),
+                c.granted_at
+            ])?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn put_code(&self, code: &AuthCode) -> Result<(), StoreError> {
+        let c = code.clone();
+        self.run("put_code", move |conn| {
+            let amr = to_json(&c.amr)?;
+            conn.prepare_cached(
+                "INSERT INTO codes (hash, client_id, redirect_uri, user_id, scopes, nonce,
+                     code_challenge, auth_time, amr, grant_id, expires_at, consumed_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+            )?
+            .execute(params![
+                c.hash,
+                c.client_id,
+                c.redirect_uri,
+                c.user_id,
+                c.scopes.to_string(),
+                c.nonce,
+                c.code_challenge,
+                c.auth_time,
+                amr,
+                c.grant_id,
+                c.expires_at,
+                c.consumed_at
+            ])?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn find_code(&self, hash: &str, now: i64) -> Result<Option<AuthCode>, StoreError> {
+        let hash = hash.to_owned();
+        self.run("find_code", move |conn| {
+            Ok(conn
+                .prepare_cached(
+                    "SELECT hash, client_id, redirect_uri, user_id, scopes, nonce, code_challenge,
+                         auth_time, amr, grant_id, expires_at, consumed_at
+                     FROM codes WHERE hash = ?1 AND expires_at > ?2",
+                )?
+                .query_row(params![hash, now], |row| {
+                    Ok(AuthCode {
+                        hash: row.get(0)?,
+                        client_id: row.get(1)?,
+                        redirect_uri: row.get(2)?,
+                        user_id: row.get(3)?,
+                        scopes: scopes_column(row, 4)?,
+                        nonce: row.get(5)?,
+                        code_challenge: row.get(6)?,
+                        auth_time: row.get(7)?,
+                        amr: json_column(row, 8)?,
+                        grant_id: row.get(9)?,
+                        expires_at: row.get(10)?,
+                        consumed_at: row.get(11)?,
+                    })
+                })
+                .optional()?)
+        })
+        .await
+    }
+
+    async fn redeem_code(
+        &self,
+        hash: &str,
+        grant: &Grant,
+        refresh: Option<&RefreshToken>,
+        now: i64,
+    ) -> Result<Redeemed, StoreError> {
+        let hash = hash.to_owned();
+        let grant = grant.clone();
+        let refresh = refresh.cloned();
+        let gc = self.gc_due();
+        self.run("redeem_code", move |conn| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let outcome = redeem_in(&tx, &hash, &grant, refresh.as_ref(), now)?;
+            if outcome == Redeemed::Issued {
+                tx.commit()?;
+            } else {
+                tx.rollback()?;
+            }
+            after_write(conn, gc, now);
+            Ok(outcome)
+        })
+        .await
+    }
+
+    async fn find_refresh(&self, hash: &str, now: i64) -> Result<Option<RefreshView>, StoreError> {
+        let hash = hash.to_owned();
+        self.run("find_refresh", move |conn| {
+            let sql = format!(
+                "SELECT {}, {} FROM refresh_tokens t JOIN grants g ON g.id = t.grant_id
+                 WHERE t.hash = ?1 AND t.expires_at > ?2",
+                prefixed("t", REFRESH_COLUMNS),
+                prefixed("g", GRANT_COLUMNS)
+            );
+            Ok(conn
+                .prepare_cached(&sql)?
+                .query_row(params![hash, now], |row| {
+                    Ok(RefreshView {
+                        token: refresh_from_row(row, 0)?,
+                        grant: grant_from_row(row, 9)?,
+                    })
+                })
+                .optional()?)
+        })
+        .await
+    }
+
+    async fn rotate_refresh(
+        &self,
+        old_hash: &str,
+        successor: &RefreshToken,
+        leeway: i64,
+        now: i64,
+    ) -> Result<Rotated, StoreError> {
+        let old_hash = old_hash.to_owned();
+        let successor = successor.clone();
+        let gc = self.gc_due();
+        self.run("rotate_refresh", move |conn| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let outcome = rotate_in(&tx, &old_hash, &successor, leeway, now)?;
+            if outcome == Rotated::Rotated {
+                tx.commit()?;
+            } else {
+                // Nothing was written; ending the transaction releases the lock.
+                tx.rollback()?;
+            }
+            after_write(conn, gc, now);
+            Ok(outcome)
+        })
+        .await
+    }
+
+    async fn get_grant(&self, id: &str) -> Result<Option<Grant>, StoreError> {
+        let id = id.to_owned();
+        self.run("get_grant", move |conn| {
+            Ok(conn
+                .prepare_cached(&format!("SELECT {GRANT_COLUMNS} FROM grants WHERE id = ?1"))?
+                .query_row([&id], |row| grant_from_row(row, 0))
+                .optional()?)
+        })
+        .await
+    }
+
+    async fn list_grants(&self, user_id: &str, now: i64) -> Result<Vec<Grant>, StoreError> {
+        let user_id = user_id.to_owned();
+        self.run("list_grants", move |conn| {
+            let mut stmt = conn.prepare_cached(&format!(
+                "SELECT {GRANT_COLUMNS} FROM grants
+                 WHERE user_id = ?1 AND revoked_at IS NULL AND expires_at > ?2
+                 ORDER BY created_at DESC, id DESC"
+            ))?;
+            let grants = stmt
+                .query_map(params![user_id, now], |row| grant_from_row(row, 0))?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            Ok(grants)
+        })
+        .await
+    }
+
+    async fn revoke_grant(&self, id: &str, now: i64) -> Result<u64, StoreError> {
+        let id = id.to_owned();
+        self.run("revoke_grant", move |conn| {
+            Ok(conn
+                .prepare_cached(
+                    "UPDATE grants SET revoked_at = ?2
+                     WHERE id = ?1 AND revoked_at IS NULL AND expires_at > ?2",
+                )?
+                .execute(params![id, now])? as u64)
+        })
+        .await
+    }
+
+    async fn revoke_user(&self, user_id: &str, now: i64) -> Result<u64, StoreError> {
+        let user_id = user_id.to_owned();
+        self.run("revoke_user", move |conn| {
+            Ok(conn
+                .prepare_cached(
+                    "UPDATE grants SET revoked_at = ?2
+                     WHERE user_id = ?1 AND revoked_at IS NULL AND expires_at > ?2",
+                )?
+                .execute(params![user_id, now])? as u64)
+        })
+        .await
+    }
+
+    async fn revoke_client(&self, client_id: &str, now: i64) -> Result<u64, StoreError> {
+        let client_id = client_id.to_owned();
+        self.run("revoke_client", move |conn| {
+            Ok(conn
+                .prepare_cached(
+                    "UPDATE grants SET revoked_at = ?2
+                     WHERE client_id = ?1 AND revoked_at IS NULL AND expires_at > ?2",
+                )?
+                .execute(params![client_id, now])? as u64)
+        })
+        .await
+    }
+
+    async fn revoke_consent(
+        &self,
+        user_id: &str,
+        client_id: &str,
+        now: i64,
+    ) -> Result<u64, StoreError> {
+        let (user_id, client_id) = (user_id.to_owned(), client_id.to_owned());
+        self.run("revoke_consent", move |conn| {
+            // One transaction, so that no grant can be issued on the old
+            // consent between the two writes being seen.
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            tx.prepare_cached("DELETE FROM consents WHERE user_id = ?1 AND client_id = ?2")?
+                .execute(params![user_id, client_id])?;
+            let revoked = tx
+                .prepare_cached(
+                    "UPDATE grants SET revoked_at = ?3
+                     WHERE user_id = ?1 AND client_id = ?2 AND revoked_at IS NULL AND expires_at > ?3",
+                )?
+                .execute(params![user_id, client_id, now])?;
+            tx.commit()?;
+            Ok(revoked as u64)
+        })
+        .await
+    }
+}
+
+/// The body of `redeem_code`, inside its immediate transaction. Only the
+/// `Issued` outcome writes.
+fn redeem_in(
+    tx: &Transaction<'_>,
+    hash: &str,
+    grant: &Grant,
+    refresh: Option<&RefreshToken>,
+    now: i64,
+) -> Result<Redeemed, Failure> {
+    let code: Option<(Option<i64>, String)> = tx
+        .prepare_cached(
+            "SELECT consumed_at, grant_id FROM codes WHERE hash = ?1 AND expires_at > ?2",
+        )?
+        .query_row(params![hash, now], |row| Ok((row.get(0)?, row.get(1)?)))
+        .optional()?;
+    match code {
+        None => Ok(Redeemed::Invalid),
+        Some((Some(_), grant_id)) => Ok(Redeemed::Replayed { grant_id }),
+        Some((None, _)) => {
+            tx.prepare_cached("UPDATE codes SET consumed_at = ?2 WHERE hash = ?1")?
+                .execute(params![hash, now])?;
+            insert_grant(tx, grant)?;
+            if let Some(token) = refresh {
+                insert_refresh(tx, token)?;
+            }
+            Ok(Redeemed::Issued)
+        }
+    }
+}
+
+/// The body of `rotate_refresh`, inside its immediate transaction. Only the
+/// `Rotated` outcome writes.
+fn rotate_in(
+    tx: &Transaction<'_>,
+    old_hash: &str,
+    successor: &RefreshToken,
+    leeway: i64,
+    now: i64,
+) -> Result<Rotated, Failure> {
+    struct Old {
+        consumed_at: Option<i64>,
+        idle_expires_at: i64,
+        successor_hash: Option<String>,
+        grant_id: String,
+        grant_active: bool,
+    }
+    let old = tx
+        .prepare_cached(
+            "SELECT t.consumed_at, t.idle_expires_at, t.successor_hash, t.grant_id,
+                    g.revoked_at IS NULL AND g.expires_at > ?2
+             FROM refresh_tokens t JOIN grants g ON g.id = t.grant_id
+             WHERE t.hash = ?1 AND t.expires_at > ?2",
+        )?
+        .query_row(params![old_hash, now], |row| {
+            Ok(Old {
+                consumed_at: row.get(0)?,
+                idle_expires_at: row.get(1)?,
+                successor_hash: row.get(2)?,
+                grant_id: row.get(3)?,
+                grant_active: row.get(4)?,
+            })
+        })
+        .optional()?;
+    let Some(old) = old else {
+        return Ok(Rotated::Invalid);
+    };
+    if !old.grant_active {
+        return Ok(Rotated::Invalid);
+    }
+
+    let from = match old.consumed_at {
+        None if now >= old.idle_expires_at => return Ok(Rotated::Invalid),
+        None => old_hash.to_owned(),
+        Some(consumed_at) => {
+            // A client that lost the response to its last refresh may retry
+            // with the same token for `leeway` seconds; it then continues
+            // from the token that was issued to it and never received. Only
+            // one step back: anything older is reuse (DESIGN invariant 3).
+            let within = leeway > 0 && now - consumed_at <= leeway;
+            let live_successor = match (&old.successor_hash, within) {
+                (Some(next), true) => is_rotatable(tx, next, now)?,
+                _ => false,
+            };
+            match (live_successor, old.successor_hash) {
+                (true, Some(next)) => next,
+                _ => {
+                    return Ok(Rotated::Reused {
+                        grant_id: old.grant_id,
+                    });
+                }
+            }
+        }
+    };
+
+    let consumed = tx
+        .prepare_cached(
+            "UPDATE refresh_tokens SET consumed_at = ?2, successor_hash = ?3
+             WHERE hash = ?1 AND consumed_at IS NULL",
+        )?
+        .execute(params![from, now, successor.hash])?;
+    if consumed != 1 {
+        // Cannot happen under the write lock taken by BEGIN IMMEDIATE; refuse
+        // rather than store a second successor.
+        return Ok(Rotated::Reused {
+            grant_id: old.grant_id,
+        });
+    }
+    insert_refresh(tx, successor)?;
+    tx.prepare_cached("UPDATE grants SET last_used_at = ?2 WHERE id = ?1")?
+        .execute(params![old.grant_id, now])?;
+    Ok(Rotated::Rotated)
+}
+
+/// Whether the token `hash` exists, is unconsumed and within its idle lifetime.
+fn is_rotatable(tx: &Transaction<'_>, hash: &str, now: i64) -> Result<bool, Failure> {
+    Ok(tx
+        .prepare_cached(
+            "SELECT 1 FROM refresh_tokens
+             WHERE hash = ?1 AND consumed_at IS NULL AND idle_expires_at > ?2 AND expires_at > ?2",
+        )?
+        .query_row(params![hash, now], |_| Ok(()))
+        .optional()?
+        .is_some())
+}
+
+fn insert_grant(tx: &Transaction<'_>, g: &Grant) -> Result<(), Failure> {
+    let amr = to_json(&g.amr)?;
+    let inserted = tx
+        .prepare_cached(&format!(
+            "INSERT INTO grants ({GRANT_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)"
+        ))?
+        .execute(params![
+            g.id,
+            g.user_id,
+            g.client_id,
+            g.scopes.to_string(),
+            g.auth_time,
+            amr,
+            g.created_at,
+            g.expires_at,
+            g.revoked_at,
+            g.last_used_at
+        ]);
+    match inserted {
+        Ok(_) => Ok(()),
+        Err(e) if constraint_kind(&e) == Some(rusqlite::ffi::SQLITE_CONSTRAINT_PRIMARYKEY) => {
+            Err(Failure::Conflict("a grant with this id exists".into()))
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+fn insert_refresh(tx: &Transaction<'_>, t: &RefreshToken) -> Result<(), Failure> {
+    let inserted = tx
+        .prepare_cached(&format!(
+            "INSERT INTO refresh_tokens ({REFRESH_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)"
+        ))?
+        .execute(params![
+            t.hash,
+            t.grant_id,
+            t.client_id,
+            t.user_id,
+            t.created_at,
+            t.idle_expires_at,
+            t.expires_at,
+            t.consumed_at,
+            t.successor_hash
+        ]);
+    match inserted {
+        Ok(_) => Ok(()),
+        Err(e) if constraint_kind(&e) == Some(rusqlite::ffi::SQLITE_CONSTRAINT_PRIMARYKEY) => Err(
+            Failure::Conflict("a refresh token with this hash exists".into()),
+        ),
+        Err(e) if constraint_kind(&e) == Some(rusqlite::ffi::SQLITE_CONSTRAINT_FOREIGNKEY) => Err(
+            Failure::Conflict("the refresh token's grant does not exist".into()),
+        ),
+        Err(e) => Err(e.into()),
+    }
+}
+
+fn user_from_row(row: &Row<'_>) -> rusqlite::Result<User> {
+    Ok(User {
+        id: row.get(0)?,
+        username: row.get(1)?,
+        password_hash: row.get(2)?,
+        email: row.get(3)?,
+        created_at: row.get(4)?,
+    })
+}
+
+/// Reads [`GRANT_COLUMNS`] starting at column `at`.
+fn grant_from_row(row: &Row<'_>, at: usize) -> rusqlite::Result<Grant> {
+    Ok(Grant {
+        id: row.get(at)?,
+        user_id: row.get(at + 1)?,
+        client_id: row.get(at + 2)?,
+        scopes: scopes_column(row, at + 3)?,
+        auth_time: row.get(at + 4)?,
+        amr: json_column(row, at + 5)?,
+        created_at: row.get(at + 6)?,
+        expires_at: row.get(at + 7)?,
+        revoked_at: row.get(at + 8)?,
+        last_used_at: row.get(at + 9)?,
+    })
+}
+
+/// Reads [`REFRESH_COLUMNS`] starting at column `at`.
+fn refresh_from_row(row: &Row<'_>, at: usize) -> rusqlite::Result<RefreshToken> {
+    Ok(RefreshToken {
+        hash: row.get(at)?,
+        grant_id: row.get(at + 1)?,
+        client_id: row.get(at + 2)?,
+        user_id: row.get(at + 3)?,
+        created_at: row.get(at + 4)?,
+        idle_expires_at: row.get(at + 5)?,
+        expires_at: row.get(at + 6)?,
+        consumed_at: row.get(at + 7)?,
+        successor_hash: row.get(at + 8)?,
+    })
+}
+
+fn prefixed(alias: &str, columns: &str) -> String {
+    columns
+        .split(", ")
+        .map(|c| format!("{alias}.{c}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn scopes_column(row: &Row<'_>, idx: usize) -> rusqlite::Result<Scopes> {
+    let raw: String = row.get(idx)?;
+    Scopes::parse(&raw).map_err(|_| corrupt_column(idx, "unparseable scopes"))
+}
+
+fn json_column<T: DeserializeOwned>(row: &Row<'_>, idx: usize) -> rusqlite::Result<T> {
+    let raw: String = row.get(idx)?;
+    // serde_json's message can quote the value, so it is dropped.
+    serde_json::from_str(&raw).map_err(|_| corrupt_column(idx, "unparseable JSON"))
+}
+
+fn to_json<T: Serialize>(value: &T) -> Result<String, Failure> {
+    serde_json::to_string(value)
+        .map_err(|_| Failure::Corrupt("a record could not be encoded as JSON"))
+}
+
+fn corrupt_column(idx: usize, what: &'static str) -> rusqlite::Error {
+    rusqlite::Error::FromSqlConversionFailure(idx, Type::Text, Box::new(Corrupt(what)))
+}
+
+#[derive(Debug)]
+struct Corrupt(&'static str);
+
+impl std::fmt::Display for Corrupt {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.0)
+    }
+}
+
+impl std::error::Error for Corrupt {}
+
+fn constraint_kind(e: &rusqlite::Error) -> Option<i32> {
+    match e {
+        rusqlite::Error::SqliteFailure(err, _)
+            if err.code == rusqlite::ErrorCode::ConstraintViolation =>
+        {
+            Some(err.extended_code)
+        }
+        _ => None,
+    }
+}
+
+/// Why an operation failed, before it becomes a [`StoreError`].
+#[derive(Debug)]
+enum Failure {
+    Db(rusqlite::Error),
+    Conflict(String),
+    Corrupt(&'static str),
+}
+
+impl From<rusqlite::Error> for Failure {
+    fn from(e: rusqlite::Error) -> Self {
+        Self::Db(e)
+    }
+}
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            // SQLite's messages name tables, columns and constraints, never values.
+            Self::Db(e) => write!(f, "{e}"),
+            Self::Conflict(what) => f.write_str(what),
+            Self::Corrupt(what) => f.write_str(what),
+        }
+    }
+}
+
+impl Failure {
+    fn into_store_error(self, what: &str) -> StoreError {
+        match self {
+            Self::Conflict(msg) => StoreError::Conflict(msg),
+            other => StoreError::Unavailable(format!("sqlite {what}: {other}")),
+        }
+    }
+}
+
+fn open_error(path: &Path, msg: &str) -> StoreError {
+    StoreError::Unavailable(format!("sqlite: cannot open {}: {msg}", path.display()))
+}
+
+/// Creates the database file readable by its owner only: it holds password
+/// hashes. SQLite gives its -wal and -shm files the same mode.
+fn create_private_file(path: &Path) -> Result<(), StoreError> {
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    match options.open(path) {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(open_error(path, &e.to_string())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::secret::hash;
+
+    const T: i64 = 1_800_000_000;
+
+    fn grant(id: &str) -> Grant {
+        Grant {
+            id: id.into(),
+            user_id: "u1".into(),
+            client_id: "app".into(),
+            scopes: Scopes::parse("openid offline_access").unwrap(),
+            auth_time: T,
+            amr: vec!["pwd".into()],
+            created_at: T,
+            expires_at: T + 86_400,
+            revoked_at: None,
+            last_used_at: T,
+        }
+    }
+
+    fn code(secret: &str, grant_id: &str) -> AuthCode {
+        AuthCode {
+            hash: hash(secret),
+            client_id: "app".into(),
+            redirect_uri: "https://app.example/cb".into(),
+            user_id: "u1".into(),
+            scopes: Scopes::parse("openid offline_access").unwrap(),
+            nonce: None,
+            code_challenge: None,
+            auth_time: T,
+            amr: vec!["pwd".into()],
+            grant_id: grant_id.into(),
+            expires_at: T + 60,
+            consumed_at: None,
+        }
+    }
+
+    /// A grant with a first refresh token `secret`, through a code.
+    async fn issue(store: &SqliteStore, g: &Grant, secret: &str) -> RefreshToken {
+        let first = RefreshToken::issue(hash(secret), g, 3_600, T);
+        let c = code(&format!("code {secret}"), &g.id);
+        store.put_code(&c).await.unwrap();
+        assert_eq!(
+            store
+                .redeem_code(&c.hash, g, Some(&first), T)
+                .await
+                .unwrap(),
+            Redeemed::Issued
+        );
+        first
+    }
+
+    fn raw(path: &Path) -> Connection {
+        Connection::open(path).unwrap()
+    }
+
+    #[tokio::test]
+    async fn reopening_keeps_the_data() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.db");
+        let store = SqliteStore::open(&path).unwrap();
+        let first = issue(&store, &grant("g1"), "r0").await;
+        drop(store);
+
+        let store = SqliteStore::open(&path).unwrap();
+        let view = store.find_refresh(&first.hash, T).await.unwrap().unwrap();
+        assert_eq!(view.token, first);
+        assert_eq!(view.grant, grant("g1"));
+    }
+
+    #[tokio::test]
+    async fn file_is_wal_normal_with_a_schema_version() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.db");
+        let _store = SqliteStore::open(&path).unwrap();
+        let conn = raw(&path);
+        let mode: String = conn
+            .query_row("PRAGMA journal_mode", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(mode, "wal");
+        let version: i64 = conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(version, SCHEMA_VERSION);
+        // Connection-level settings are checked on the store's own connection.
+        let inner = _store.inner.conn.lock().unwrap();
+        let sync: i64 = inner
+            .query_row("PRAGMA synchronous", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(sync, 1, "NORMAL");
+        let fk: i64 = inner
+            .query_row("PRAGMA foreign_keys", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(fk, 1);
+    }
+
+    #[tokio::test]
+    async fn opening_is_idempotent_and_refuses_newer_schemas() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.db");
+        let a = SqliteStore::open(&path).unwrap();
+        let b = SqliteStore::open(&path).unwrap();
+        drop((a, b));
+
+        raw(&path)
+            .pragma_update(None, "user_version", SCHEMA_VERSION + 1)
+            .unwrap();
+        match SqliteStore::open(&path) {
+            Err(StoreError::Unavailable(msg)) => assert!(msg.contains("newer"), "{msg}"),
+            other => panic!("expected Unavailable, got {other:?}"),
+        }
+    }
+
+    #[cfg(unix)]
+    #[tokio::test]
+    async fn database_file_is_private() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.db");
+        let _store = SqliteStore::open(&path).unwrap();
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o077, 0, "mode {mode:o}");
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn two_handles_on_one_file_see_each_others_writes() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.db");
+        let server = SqliteStore::open(&path).unwrap();
+        let admin = SqliteStore::open(&path).unwrap();
+
+        let first = issue(&server, &grant("g1"), "r0").await;
+        assert!(admin.find_refresh(&first.hash, T).await.unwrap().is_some());
+        // An admin revocation is seen by the server at once: nothing is cached.
+        assert_eq!(admin.revoke_user("u1", T + 1).await.unwrap(), 1);
+        let next = RefreshToken::issue(hash("r1"), &grant("g1"), 3_600, T + 2);
+        assert_eq!(
+            server
+                .rotate_refresh(&first.hash, &next, 0, T + 2)
+                .await
+                .unwrap(),
+            Rotated::Invalid
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn rotations_through_two_connections_have_one_winner() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.db");
+        let a = SqliteStore::open(&path).unwrap();
+        let b = SqliteStore::open(&path).unwrap();
+        let first = issue(&a, &grant("g1"), "r0").await;
+
+        let tasks: Vec<_> = (0..16)
+            .map(|i| {
+                let store = if i % 2 == 0 { a.clone() } else { b.clone() };
+                let old = first.hash.clone();
+                let next =
+                    RefreshToken::issue(hash(&format!("next {i}")), &grant("g1"), 3_600, T + 1);
+                tokio::spawn(async move { store.rotate_refresh(&old, &next, 0, T + 1).await })
+            })
+            .collect();
+        let mut rotated = 0;
+        for task in tasks {
+            if task.await.unwrap().unwrap() == Rotated::Rotated {
+                rotated += 1;
+            }
+        }
+        assert_eq!(rotated, 1);
+        let successors: i64 = raw(&path)
+            .query_row(
+                "SELECT count(*) FROM refresh_tokens WHERE grant_id = 'g1'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(successors, 2, "the first token and one successor");
+    }
+
+    #[tokio::test]
+    async fn garbage_collection_deletes_only_what_reads_cannot_see() {
+        let store = SqliteStore::open_in_memory().unwrap();
+        let g = grant("g1");
+        let first = issue(&store, &g, "r0").await;
+        store.put_code(&code("live", "g2")).await.unwrap();
+        let mut dead = code("dead", "g3");
+        dead.expires_at = T + 10;
+        store.put_code(&dead).await.unwrap();
+
+        let deleted = {
+            let conn = store.inner.conn.lock().unwrap();
+            collect_garbage(&conn, T + 30).unwrap()
+        };
+        assert_eq!(deleted, 1);
+        assert!(
+            store
+                .find_code(&hash("live"), T + 30)
+                .await
+                .unwrap()
+                .is_some()
+        );
+        // The redeemed code of g1 is live until T + 60, and the token until the grant ends.
+        assert!(
+            store
+                .find_code(&hash("code r0"), T + 30)
+                .await
+                .unwrap()
+                .is_some()
+        );
+        assert!(
+            store
+                .find_refresh(&first.hash, T + 30)
+                .await
+                .unwrap()
+                .is_some()
+        );
+
+        let deleted = {
+            let conn = store.inner.conn.lock().unwrap();
+            collect_garbage(&conn, g.expires_at).unwrap()
+        };
+        assert_eq!(deleted, 3, "two codes and the refresh token");
+        assert_eq!(
+            store.get_grant("g1").await.unwrap(),
+            Some(g),
+            "grants are kept"
+        );
+    }
+
+    #[tokio::test]
+    async fn housekeeping_runs_during_rotations() {
+        let store = SqliteStore::open_in_memory().unwrap();
+        let mut dead = code("dead", "gx");
+        dead.expires_at = T + 1;
+        store.put_code(&dead).await.unwrap();
+        let g = grant("g1");
+        let mut current = issue(&store, &g, "r0").await;
+        for i in 0..GC_EVERY {
+            let next = RefreshToken::issue(hash(&format!("r{}", i + 1)), &g, 3_600, T + 2);
+            assert_eq!(
+                store
+                    .rotate_refresh(&current.hash, &next, 0, T + 2)
+                    .await
+                    .unwrap(),
+                Rotated::Rotated
+            );
+            current = next;
+        }
+        let left: i64 = store
+            .inner
+            .conn
+            .lock()
+            .unwrap()
+            .query_row(
+                "SELECT count(*) FROM codes WHERE hash = ?1",
+                [hash("dead")],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(left, 0);
+    }
+
+    #[tokio::test]
+    async fn corrupt_rows_are_unavailable_without_quoting_them() {
+        let store = SqliteStore::open_in_memory().unwrap();
+        store
+            .inner
+            .conn
+            .lock()
+            .unwrap()
+            .execute(
+                "INSERT INTO sessions (hash, user_id, auth_time, amr, expires_at)
+                 VALUES ('h', 'u1', 0, 'not json: s3cr3t', ?1)",
+                [T + 100],
+            )
+            .unwrap();
+        match store.get_session("h", T).await {
+            Err(StoreError::Unavailable(msg)) => assert!(!msg.contains("s3cr3t"), "{msg}"),
+            other => panic!("expected Unavailable, got {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_failed_redemption_leaves_the_code_unused() {
+        let store = SqliteStore::open_in_memory().unwrap();
+        issue(&store, &grant("g1"), "r0").await;
+        // A second code naming an existing grant id cannot create it again.
+        let c = code("second", "g1");
+        store.put_code(&c).await.unwrap();
+        match store.redeem_code(&c.hash, &grant("g1"), None, T).await {
+            Err(StoreError::Conflict(_)) => {}
+            other => panic!("expected Conflict, got {other:?}"),
+        }
+        let found = store.find_code(&c.hash, T).await.unwrap().unwrap();
+        assert_eq!(found.consumed_at, None, "the transaction rolled back");
+    }
+}

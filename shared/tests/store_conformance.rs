@@ -1,0 +1,1061 @@
+//! The Store conformance suite (DESIGN "Tests"): every check runs against
+//! every backend, each on a fresh store and a fixed clock.
+//!
+//! To add a backend, write one `async fn` that builds a [`Fixture`] and add
+//! one line `conformance!(name, builder);` at the bottom: every check then
+//! becomes a test named `name::check`.
+
+use std::any::Any;
+use std::sync::Arc;
+
+use tokenfn_core::domain::client::{ClientKind, GrantType, Lifetimes};
+use tokenfn_core::domain::secret::hash;
+use tokenfn_core::domain::{
+    AuthCode, AuthorizationRequest, Client, Consent, Grant, Interaction, Prompt, RefreshToken,
+    Scopes, Session, User,
+};
+use tokenfn_core::ports::{Redeemed, Rotated, Store, StoreError};
+use tokenfn_core::store::SqliteStore;
+
+/// A fresh store, and whatever must live as long as it (a temporary
+/// directory, an emulator process).
+pub struct Fixture {
+    pub store: Arc<dyn Store>,
+    _keep: Box<dyn Any + Send>,
+}
+
+async fn sqlite_fixture() -> Fixture {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let store = SqliteStore::open(&dir.path().join("tokenfn.db")).expect("open sqlite store");
+    Fixture {
+        store: Arc::new(store),
+        _keep: Box::new(dir),
+    }
+}
+
+/// One test per check per backend, so that a failure names both.
+macro_rules! conformance {
+    ($backend:ident, $build:ident) => {
+        conformance!(@tests $backend, $build,
+            clients_upsert_and_read,
+            users_add_find_and_conflict,
+            interactions_upsert_expire_and_delete,
+            sessions_expire,
+            consents_upsert,
+            code_redeems_once_then_replays,
+            code_redeem_without_refresh_token,
+            code_expired_or_unknown_is_invalid,
+            concurrent_redemptions_issue_once,
+            rotation_consumes_and_detects_reuse,
+            rotation_chain,
+            rotation_refuses_idle_expired_token,
+            rotation_refuses_revoked_grant,
+            expired_token_is_absent,
+            unknown_token_is_invalid,
+            leeway_rotates_from_the_successor,
+            leeway_boundaries,
+            leeway_reaches_only_one_step_back,
+            revoke_grant_user_client_counts,
+            revoke_consent_forgets_and_revokes,
+            list_grants_shows_active_newest_first,
+            concurrent_rotations_have_one_winner,
+        );
+    };
+    (@tests $backend:ident, $build:ident, $($check:ident),+ $(,)?) => {
+        mod $backend {
+            $(
+                #[tokio::test(flavor = "multi_thread")]
+                async fn $check() {
+                    let fixture = super::$build().await;
+                    super::$check(Arc::clone(&fixture.store)).await;
+                    drop(fixture);
+                }
+            )+
+            use std::sync::Arc;
+        }
+    };
+}
+
+conformance!(sqlite, sqlite_fixture);
+
+// ---------------------------------------------------------------- clock and records
+
+/// The fixed "now" of every check.
+const T: i64 = 1_800_000_000;
+const GRANT_LIFETIME: i64 = 30 * 86_400;
+const IDLE: i64 = 3_600;
+
+fn scopes(raw: &str) -> Scopes {
+    Scopes::parse(raw).expect("valid scopes")
+}
+
+fn client(id: &str) -> Client {
+    Client {
+        id: id.into(),
+        name: format!("Client {id}"),
+        kind: ClientKind::Confidential,
+        secret_hash: Some(hash(&format!("secret of {id}"))),
+        redirect_uris: vec![format!("https://{id}.example/cb")],
+        grant_types: vec![GrantType::AuthorizationCode, GrantType::RefreshToken],
+        scopes: scopes("openid email offline_access"),
+        lifetimes: Lifetimes::default(),
+        created_at: T,
+    }
+}
+
+fn user(id: &str, username: &str) -> User {
+    User {
+        id: id.into(),
+        username: username.into(),
+        password_hash: format!("$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$hash-of-{id}"),
+        email: Some(format!("{username}@example.com")),
+        created_at: T,
+    }
+}
+
+fn grant(id: &str, user_id: &str, client_id: &str, created_at: i64) -> Grant {
+    Grant {
+        id: id.into(),
+        user_id: user_id.into(),
+        client_id: client_id.into(),
+        scopes: scopes("openid offline_access"),
+        auth_time: created_at,
+        amr: vec!["pwd".into()],
+        created_at,
+        expires_at: created_at + GRANT_LIFETIME,
+        revoked_at: None,
+        last_used_at: created_at,
+    }
+}
+
+/// A refresh token of `grant` whose plain value is `secret`, issued at `now`.
+fn token(secret: &str, grant: &Grant, now: i64) -> RefreshToken {
+    RefreshToken::issue(hash(secret), grant, IDLE, now)
+}
+
+fn code(secret: &str, grant_id: &str, now: i64) -> AuthCode {
+    AuthCode {
+        hash: hash(secret),
+        client_id: "app".into(),
+        redirect_uri: "https://app.example/cb".into(),
+        user_id: "u1".into(),
+        scopes: scopes("openid offline_access"),
+        nonce: Some("n-0S6_WzA2Mj".into()),
+        code_challenge: Some("E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM".into()),
+        auth_time: now - 5,
+        amr: vec!["pwd".into(), "otp".into()],
+        grant_id: grant_id.into(),
+        expires_at: now + 60,
+        consumed_at: None,
+    }
+}
+
+fn interaction(id: &str, expires_at: i64) -> Interaction {
+    Interaction {
+        id: id.into(),
+        csrf_hash: hash("csrf"),
+        browser_hash: hash("browser"),
+        request: AuthorizationRequest {
+            client_id: "app".into(),
+            redirect_uri: "https://app.example/cb".into(),
+            scopes: scopes("openid email"),
+            state: Some("af0ifjsldkj".into()),
+            nonce: None,
+            code_challenge: Some("E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM".into()),
+            prompt: Prompt {
+                none: false,
+                login: true,
+                consent: false,
+            },
+            max_age: Some(300),
+        },
+        user_id: None,
+        auth_time: None,
+        amr: vec![],
+        expires_at,
+    }
+}
+
+/// Stores `grant` with a first refresh token `secret`, the way the token
+/// endpoint does: through a code.
+async fn issue(store: &dyn Store, grant: &Grant, secret: &str) -> RefreshToken {
+    let first = token(secret, grant, grant.created_at);
+    let code_secret = format!("code for {}", grant.id);
+    let mut c = code(&code_secret, &grant.id, grant.created_at);
+    c.user_id = grant.user_id.clone();
+    c.client_id = grant.client_id.clone();
+    store.put_code(&c).await.expect("put_code");
+    let outcome = store
+        .redeem_code(&c.hash, grant, Some(&first), grant.created_at)
+        .await
+        .expect("redeem_code");
+    assert_eq!(outcome, Redeemed::Issued, "issuing grant {}", grant.id);
+    first
+}
+
+async fn rotate(
+    store: &dyn Store,
+    old: &RefreshToken,
+    next: &RefreshToken,
+    leeway: i64,
+    now: i64,
+) -> Rotated {
+    store
+        .rotate_refresh(&old.hash, next, leeway, now)
+        .await
+        .expect("rotate_refresh")
+}
+
+async fn consumed_at(store: &dyn Store, t: &RefreshToken, now: i64) -> Option<i64> {
+    store
+        .find_refresh(&t.hash, now)
+        .await
+        .expect("find_refresh")
+        .expect("the token exists")
+        .token
+        .consumed_at
+}
+
+// ---------------------------------------------------------------- clients, users, browser state
+
+async fn clients_upsert_and_read(store: Arc<dyn Store>) {
+    assert_eq!(store.get_client("app").await.unwrap(), None);
+    let mut app = client("app");
+    store.put_client(&app).await.unwrap();
+    // secret_hash is not serialized with the record, yet must come back.
+    assert_eq!(store.get_client("app").await.unwrap(), Some(app.clone()));
+
+    app.name = "Renamed".into();
+    app.kind = ClientKind::Public;
+    app.secret_hash = None;
+    app.redirect_uris.push("http://127.0.0.1:8080/cb".into());
+    app.lifetimes.reuse_leeway = 30;
+    store.put_client(&app).await.unwrap();
+    assert_eq!(store.get_client("app").await.unwrap(), Some(app));
+
+    let other = client("other");
+    store.put_client(&other).await.unwrap();
+    assert_eq!(store.get_client("other").await.unwrap(), Some(other));
+}
+
+async fn users_add_find_and_conflict(store: Arc<dyn Store>) {
+    assert_eq!(store.get_user("u1").await.unwrap(), None);
+    assert_eq!(store.find_user("alice").await.unwrap(), None);
+
+    let alice = user("u1", "alice");
+    store.add_user(&alice).await.unwrap();
+    let mut bob = user("u2", "bob");
+    bob.email = None;
+    store.add_user(&bob).await.unwrap();
+
+    // password_hash is not serialized with the record, yet must come back.
+    assert_eq!(store.get_user("u1").await.unwrap(), Some(alice.clone()));
+    assert_eq!(store.find_user("alice").await.unwrap(), Some(alice.clone()));
+    assert_eq!(store.find_user("bob").await.unwrap(), Some(bob));
+    assert_eq!(
+        store.find_user("u1").await.unwrap(),
+        None,
+        "find_user looks up usernames, not ids"
+    );
+
+    let impostor = user("u3", "alice");
+    match store.add_user(&impostor).await {
+        Err(StoreError::Conflict(_)) => {}
+        other => panic!("a taken username must be a Conflict, got {other:?}"),
+    }
+    assert_eq!(store.get_user("u3").await.unwrap(), None);
+    assert_eq!(store.find_user("alice").await.unwrap(), Some(alice));
+}
+
+async fn interactions_upsert_expire_and_delete(store: Arc<dyn Store>) {
+    let mut i = interaction("i1", T + 600);
+    store.put_interaction(&i).await.unwrap();
+    assert_eq!(
+        store.get_interaction("i1", T).await.unwrap(),
+        Some(i.clone())
+    );
+    assert_eq!(
+        store.get_interaction("i1", T + 599).await.unwrap(),
+        Some(i.clone())
+    );
+    assert_eq!(
+        store.get_interaction("i1", T + 600).await.unwrap(),
+        None,
+        "absent at expires_at"
+    );
+
+    // The user signs in: the same interaction is written again.
+    i.user_id = Some("u1".into());
+    i.auth_time = Some(T + 10);
+    i.amr = vec!["pwd".into()];
+    store.put_interaction(&i).await.unwrap();
+    assert_eq!(store.get_interaction("i1", T + 11).await.unwrap(), Some(i));
+
+    store.delete_interaction("i1").await.unwrap();
+    assert_eq!(store.get_interaction("i1", T + 12).await.unwrap(), None);
+    store.delete_interaction("i1").await.unwrap();
+    store.delete_interaction("never-existed").await.unwrap();
+    assert_eq!(
+        store.get_interaction("never-existed", T).await.unwrap(),
+        None
+    );
+}
+
+async fn sessions_expire(store: Arc<dyn Store>) {
+    let s = Session {
+        hash: hash("cookie"),
+        user_id: "u1".into(),
+        auth_time: T,
+        amr: vec!["pwd".into(), "otp".into()],
+        expires_at: T + 3_600,
+    };
+    store.put_session(&s).await.unwrap();
+    assert_eq!(
+        store.get_session(&s.hash, T).await.unwrap(),
+        Some(s.clone())
+    );
+    assert_eq!(
+        store.get_session(&s.hash, T + 3_599).await.unwrap(),
+        Some(s.clone())
+    );
+    assert_eq!(
+        store.get_session(&s.hash, T + 3_600).await.unwrap(),
+        None,
+        "absent at expires_at"
+    );
+    assert_eq!(
+        store.get_session(&hash("other cookie"), T).await.unwrap(),
+        None
+    );
+}
+
+async fn consents_upsert(store: Arc<dyn Store>) {
+    assert_eq!(store.get_consent("u1", "app").await.unwrap(), None);
+    let mut c = Consent {
+        user_id: "u1".into(),
+        client_id: "app".into(),
+        scopes: scopes("openid"),
+        granted_at: T,
+    };
+    store.put_consent(&c).await.unwrap();
+    assert_eq!(
+        store.get_consent("u1", "app").await.unwrap(),
+        Some(c.clone())
+    );
+
+    c.scopes = scopes("openid email offline_access");
+    c.granted_at = T + 100;
+    store.put_consent(&c).await.unwrap();
+    assert_eq!(store.get_consent("u1", "app").await.unwrap(), Some(c));
+    assert_eq!(store.get_consent("u1", "other").await.unwrap(), None);
+    assert_eq!(store.get_consent("u2", "app").await.unwrap(), None);
+}
+
+// ---------------------------------------------------------------- codes
+
+async fn code_redeems_once_then_replays(store: Arc<dyn Store>) {
+    let c = code("code-1", "g1", T);
+    store.put_code(&c).await.unwrap();
+    assert_eq!(store.find_code(&c.hash, T).await.unwrap(), Some(c.clone()));
+
+    let g = grant("g1", "u1", "app", T + 1);
+    let first = token("refresh-1", &g, T + 1);
+    assert_eq!(
+        store
+            .redeem_code(&c.hash, &g, Some(&first), T + 1)
+            .await
+            .unwrap(),
+        Redeemed::Issued
+    );
+
+    assert_eq!(store.get_grant("g1").await.unwrap(), Some(g.clone()));
+    let view = store
+        .find_refresh(&first.hash, T + 1)
+        .await
+        .unwrap()
+        .expect("first refresh token");
+    assert_eq!(view.token, first);
+    assert_eq!(view.grant, g);
+
+    // Consumed codes are still found until they expire, so a replay is recognised.
+    let found = store
+        .find_code(&c.hash, T + 2)
+        .await
+        .unwrap()
+        .expect("consumed code");
+    assert_eq!(found.consumed_at, Some(T + 1));
+
+    let g2 = grant("g2", "u1", "app", T + 2);
+    let second = token("refresh-2", &g2, T + 2);
+    assert_eq!(
+        store
+            .redeem_code(&c.hash, &g2, Some(&second), T + 2)
+            .await
+            .unwrap(),
+        Redeemed::Replayed {
+            grant_id: "g1".into()
+        }
+    );
+    assert_eq!(
+        store.get_grant("g2").await.unwrap(),
+        None,
+        "a replay creates nothing"
+    );
+    assert_eq!(store.find_refresh(&second.hash, T + 2).await.unwrap(), None);
+    // The store reports the replay; revoking is the caller's decision (invariant 6).
+    assert!(
+        store
+            .get_grant("g1")
+            .await
+            .unwrap()
+            .unwrap()
+            .is_active(T + 2)
+    );
+}
+
+async fn code_redeem_without_refresh_token(store: Arc<dyn Store>) {
+    let c = code("code-1", "g1", T);
+    store.put_code(&c).await.unwrap();
+    let g = grant("g1", "u1", "app", T);
+    assert_eq!(
+        store.redeem_code(&c.hash, &g, None, T).await.unwrap(),
+        Redeemed::Issued
+    );
+    assert_eq!(store.get_grant("g1").await.unwrap(), Some(g));
+    assert_eq!(store.list_grants("u1", T).await.unwrap().len(), 1);
+}
+
+async fn code_expired_or_unknown_is_invalid(store: Arc<dyn Store>) {
+    let c = code("code-1", "g1", T);
+    store.put_code(&c).await.unwrap();
+    let g = grant("g1", "u1", "app", T + 60);
+    let first = token("refresh-1", &g, T + 60);
+
+    assert_eq!(
+        store.find_code(&c.hash, T + 60).await.unwrap(),
+        None,
+        "absent at expires_at"
+    );
+    assert_eq!(
+        store
+            .redeem_code(&c.hash, &g, Some(&first), T + 60)
+            .await
+            .unwrap(),
+        Redeemed::Invalid
+    );
+    assert_eq!(store.get_grant("g1").await.unwrap(), None);
+    assert_eq!(store.find_refresh(&first.hash, T + 60).await.unwrap(), None);
+
+    assert_eq!(
+        store
+            .redeem_code(&hash("no such code"), &g, Some(&first), T)
+            .await
+            .unwrap(),
+        Redeemed::Invalid
+    );
+    assert_eq!(
+        store.find_code(&hash("no such code"), T).await.unwrap(),
+        None
+    );
+    assert_eq!(store.get_grant("g1").await.unwrap(), None);
+
+    // A consumed code that has since expired is simply gone.
+    let c2 = code("code-2", "g2", T);
+    store.put_code(&c2).await.unwrap();
+    let g2 = grant("g2", "u1", "app", T);
+    assert_eq!(
+        store.redeem_code(&c2.hash, &g2, None, T).await.unwrap(),
+        Redeemed::Issued
+    );
+    assert_eq!(
+        store
+            .redeem_code(&c2.hash, &g2, None, T + 60)
+            .await
+            .unwrap(),
+        Redeemed::Invalid
+    );
+}
+
+async fn concurrent_redemptions_issue_once(store: Arc<dyn Store>) {
+    let c = code("code-1", "g1", T);
+    store.put_code(&c).await.unwrap();
+    let g = grant("g1", "u1", "app", T);
+    let tasks: Vec<_> = (0..16)
+        .map(|i| {
+            let store = Arc::clone(&store);
+            let hash = c.hash.clone();
+            let g = g.clone();
+            let first = token(&format!("refresh-{i}"), &g, T);
+            tokio::spawn(async move { store.redeem_code(&hash, &g, Some(&first), T).await })
+        })
+        .collect();
+    let mut issued = 0;
+    for task in tasks {
+        match task.await.unwrap().unwrap() {
+            Redeemed::Issued => issued += 1,
+            Redeemed::Replayed { grant_id } => assert_eq!(grant_id, "g1"),
+            Redeemed::Invalid => panic!("a live code is never Invalid"),
+        }
+    }
+    assert_eq!(issued, 1);
+    let mut tokens = 0;
+    for i in 0..16 {
+        if store
+            .find_refresh(&hash(&format!("refresh-{i}")), T)
+            .await
+            .unwrap()
+            .is_some()
+        {
+            tokens += 1;
+        }
+    }
+    assert_eq!(tokens, 1, "exactly one first refresh token");
+}
+
+// ---------------------------------------------------------------- rotation
+
+async fn rotation_consumes_and_detects_reuse(store: Arc<dyn Store>) {
+    let g = grant("g1", "u1", "app", T);
+    let r0 = issue(&*store, &g, "r0").await;
+    let r1 = token("r1", &g, T + 100);
+
+    assert_eq!(
+        rotate(&*store, &r0, &r1, 0, T + 100).await,
+        Rotated::Rotated
+    );
+
+    let old = store
+        .find_refresh(&r0.hash, T + 100)
+        .await
+        .unwrap()
+        .expect("tombstone kept");
+    assert_eq!(old.token.consumed_at, Some(T + 100));
+    assert_eq!(old.token.successor_hash.as_deref(), Some(r1.hash.as_str()));
+    let new = store
+        .find_refresh(&r1.hash, T + 100)
+        .await
+        .unwrap()
+        .expect("successor stored");
+    assert_eq!(new.token, r1);
+    assert_eq!(new.grant.last_used_at, T + 100);
+
+    // Reuse is reported, and the store itself revokes nothing (the caller does).
+    let r1b = token("r1b", &g, T + 200);
+    assert_eq!(
+        rotate(&*store, &r0, &r1b, 0, T + 200).await,
+        Rotated::Reused {
+            grant_id: "g1".into()
+        }
+    );
+    assert_eq!(store.find_refresh(&r1b.hash, T + 200).await.unwrap(), None);
+    assert!(
+        store
+            .get_grant("g1")
+            .await
+            .unwrap()
+            .unwrap()
+            .is_active(T + 200)
+    );
+    assert_eq!(
+        consumed_at(&*store, &r0, T + 200).await,
+        Some(T + 100),
+        "reuse changes nothing"
+    );
+
+    let r2 = token("r2", &g, T + 300);
+    assert_eq!(
+        rotate(&*store, &r1, &r2, 0, T + 300).await,
+        Rotated::Rotated
+    );
+    assert_eq!(
+        store.get_grant("g1").await.unwrap().unwrap().last_used_at,
+        T + 300
+    );
+}
+
+async fn rotation_chain(store: Arc<dyn Store>) {
+    let g = grant("g1", "u1", "app", T);
+    let mut chain = vec![issue(&*store, &g, "r0").await];
+    for step in 1..=6 {
+        let now = T + step * 60;
+        let next = token(&format!("r{step}"), &g, now);
+        let current = chain.last().unwrap().clone();
+        assert_eq!(
+            rotate(&*store, &current, &next, 0, now).await,
+            Rotated::Rotated,
+            "step {step}"
+        );
+        chain.push(next);
+    }
+    let now = T + 1_000;
+    for (i, old) in chain[..chain.len() - 1].iter().enumerate() {
+        let view = store.find_refresh(&old.hash, now).await.unwrap().unwrap();
+        assert_eq!(
+            view.token.successor_hash.as_deref(),
+            Some(chain[i + 1].hash.as_str())
+        );
+        let attempt = token(&format!("reuse-{i}"), &g, now);
+        assert_eq!(
+            rotate(&*store, old, &attempt, 0, now).await,
+            Rotated::Reused {
+                grant_id: "g1".into()
+            },
+            "r{i}"
+        );
+    }
+    let last = chain.last().unwrap();
+    assert_eq!(consumed_at(&*store, last, now).await, None);
+    assert_eq!(
+        rotate(&*store, last, &token("r7", &g, now), 0, now).await,
+        Rotated::Rotated
+    );
+}
+
+async fn rotation_refuses_idle_expired_token(store: Arc<dyn Store>) {
+    let g = grant("g1", "u1", "app", T);
+    let r0 = issue(&*store, &g, "r0").await;
+    assert_eq!(r0.idle_expires_at, T + IDLE);
+
+    let late = T + IDLE;
+    assert_eq!(
+        rotate(&*store, &r0, &token("r1", &g, late), 0, late).await,
+        Rotated::Invalid
+    );
+    assert_eq!(store.find_refresh(&hash("r1"), late).await.unwrap(), None);
+    // Still readable (its record lives until expires_at), still unconsumed.
+    assert_eq!(consumed_at(&*store, &r0, late).await, None);
+
+    // One second earlier it would have rotated.
+    let g2 = grant("g2", "u1", "app", T);
+    let s0 = issue(&*store, &g2, "s0").await;
+    let just = T + IDLE - 1;
+    assert_eq!(
+        rotate(&*store, &s0, &token("s1", &g2, just), 0, just).await,
+        Rotated::Rotated
+    );
+}
+
+async fn rotation_refuses_revoked_grant(store: Arc<dyn Store>) {
+    let g = grant("g1", "u1", "app", T);
+    let r0 = issue(&*store, &g, "r0").await;
+    assert_eq!(store.revoke_grant("g1", T + 10).await.unwrap(), 1);
+
+    assert_eq!(
+        rotate(&*store, &r0, &token("r1", &g, T + 11), 0, T + 11).await,
+        Rotated::Invalid
+    );
+    assert_eq!(store.find_refresh(&hash("r1"), T + 11).await.unwrap(), None);
+    let view = store
+        .find_refresh(&r0.hash, T + 11)
+        .await
+        .unwrap()
+        .expect("token still found");
+    assert_eq!(view.grant.revoked_at, Some(T + 10));
+    assert!(!view.grant.is_active(T + 11));
+    assert_eq!(view.token.consumed_at, None);
+}
+
+async fn expired_token_is_absent(store: Arc<dyn Store>) {
+    let mut g = grant("g1", "u1", "app", T);
+    g.expires_at = T + 1_000;
+    let r0 = issue(&*store, &g, "r0").await;
+    assert_eq!(
+        r0.idle_expires_at, g.expires_at,
+        "idle expiry never outlives the grant"
+    );
+    let r1 = token("r1", &g, T + 500);
+    assert_eq!(
+        rotate(&*store, &r0, &r1, 0, T + 500).await,
+        Rotated::Rotated
+    );
+
+    let end = g.expires_at;
+    assert!(
+        store
+            .find_refresh(&r1.hash, end - 1)
+            .await
+            .unwrap()
+            .is_some()
+    );
+    assert!(
+        store
+            .find_refresh(&r0.hash, end - 1)
+            .await
+            .unwrap()
+            .is_some()
+    );
+    assert_eq!(
+        store.find_refresh(&r1.hash, end).await.unwrap(),
+        None,
+        "absent at expires_at"
+    );
+    assert_eq!(
+        rotate(&*store, &r1, &token("late", &g, end), 0, end).await,
+        Rotated::Invalid
+    );
+    // The consumed tombstone is gone too, so it is no longer reported as reuse.
+    assert_eq!(store.find_refresh(&r0.hash, end).await.unwrap(), None);
+    assert_eq!(
+        rotate(&*store, &r0, &token("late", &g, end), 0, end).await,
+        Rotated::Invalid
+    );
+    assert_eq!(
+        rotate(&*store, &r0, &token("late", &g, end), 60, end).await,
+        Rotated::Invalid
+    );
+    assert_eq!(store.find_refresh(&hash("late"), end).await.unwrap(), None);
+    assert_eq!(store.list_grants("u1", end).await.unwrap(), vec![]);
+}
+
+async fn unknown_token_is_invalid(store: Arc<dyn Store>) {
+    let g = grant("g1", "u1", "app", T);
+    issue(&*store, &g, "r0").await;
+    assert_eq!(store.find_refresh(&hash("nope"), T).await.unwrap(), None);
+    assert_eq!(
+        store
+            .rotate_refresh(&hash("nope"), &token("r1", &g, T), 0, T)
+            .await
+            .unwrap(),
+        Rotated::Invalid
+    );
+    assert_eq!(
+        store
+            .rotate_refresh(&hash("nope"), &token("r1", &g, T), 60, T)
+            .await
+            .unwrap(),
+        Rotated::Invalid
+    );
+    assert_eq!(store.find_refresh(&hash("r1"), T).await.unwrap(), None);
+}
+
+// ---------------------------------------------------------------- reuse leeway
+
+async fn leeway_rotates_from_the_successor(store: Arc<dyn Store>) {
+    let g = grant("g1", "u1", "app", T);
+    let r0 = issue(&*store, &g, "r0").await;
+    let r1 = token("r1", &g, T + 100);
+    assert_eq!(
+        rotate(&*store, &r0, &r1, 10, T + 100).await,
+        Rotated::Rotated
+    );
+
+    // The client never received r1 and retries with r0 five seconds later.
+    let r2 = token("r2", &g, T + 105);
+    assert_eq!(
+        rotate(&*store, &r0, &r2, 10, T + 105).await,
+        Rotated::Rotated
+    );
+
+    let r1_now = store
+        .find_refresh(&r1.hash, T + 105)
+        .await
+        .unwrap()
+        .unwrap()
+        .token;
+    assert_eq!(
+        r1_now.consumed_at,
+        Some(T + 105),
+        "the token r0 was replaced by is consumed"
+    );
+    assert_eq!(r1_now.successor_hash.as_deref(), Some(r2.hash.as_str()));
+    let r0_now = store
+        .find_refresh(&r0.hash, T + 105)
+        .await
+        .unwrap()
+        .unwrap()
+        .token;
+    assert_eq!(r0_now.consumed_at, Some(T + 100));
+    assert_eq!(consumed_at(&*store, &r2, T + 105).await, None);
+
+    // r1, now consumed, is reuse without leeway; r2 carries on.
+    assert_eq!(
+        rotate(&*store, &r1, &token("x", &g, T + 106), 0, T + 106).await,
+        Rotated::Reused {
+            grant_id: "g1".into()
+        }
+    );
+    assert_eq!(
+        rotate(&*store, &r2, &token("r3", &g, T + 107), 10, T + 107).await,
+        Rotated::Rotated
+    );
+}
+
+async fn leeway_boundaries(store: Arc<dyn Store>) {
+    let g = grant("g1", "u1", "app", T);
+    let r0 = issue(&*store, &g, "r0").await;
+    assert_eq!(
+        rotate(&*store, &r0, &token("r1", &g, T + 100), 10, T + 100).await,
+        Rotated::Rotated
+    );
+
+    // Leeway 0 means none, even in the same second.
+    assert_eq!(
+        rotate(&*store, &r0, &token("a", &g, T + 100), 0, T + 100).await,
+        Rotated::Reused {
+            grant_id: "g1".into()
+        }
+    );
+    // Eleven seconds later with ten of leeway.
+    assert_eq!(
+        rotate(&*store, &r0, &token("b", &g, T + 111), 10, T + 111).await,
+        Rotated::Reused {
+            grant_id: "g1".into()
+        }
+    );
+    for miss in ["a", "b"] {
+        assert_eq!(
+            store.find_refresh(&hash(miss), T + 111).await.unwrap(),
+            None
+        );
+    }
+    assert_eq!(
+        consumed_at(&*store, &token("r1", &g, T), T + 111).await,
+        None
+    );
+
+    // Exactly `leeway` seconds later is still within.
+    let g2 = grant("g2", "u1", "app", T);
+    let s0 = issue(&*store, &g2, "s0").await;
+    assert_eq!(
+        rotate(&*store, &s0, &token("s1", &g2, T + 100), 10, T + 100).await,
+        Rotated::Rotated
+    );
+    assert_eq!(
+        rotate(&*store, &s0, &token("s2", &g2, T + 110), 10, T + 110).await,
+        Rotated::Rotated
+    );
+
+    // Within the leeway but the grant was revoked meanwhile.
+    let g3 = grant("g3", "u1", "app", T);
+    let q0 = issue(&*store, &g3, "q0").await;
+    assert_eq!(
+        rotate(&*store, &q0, &token("q1", &g3, T + 100), 10, T + 100).await,
+        Rotated::Rotated
+    );
+    assert_eq!(store.revoke_grant("g3", T + 101).await.unwrap(), 1);
+    assert_eq!(
+        rotate(&*store, &q0, &token("q2", &g3, T + 102), 10, T + 102).await,
+        Rotated::Invalid
+    );
+}
+
+async fn leeway_reaches_only_one_step_back(store: Arc<dyn Store>) {
+    let g = grant("g1", "u1", "app", T);
+    let r0 = issue(&*store, &g, "r0").await;
+    let r1 = token("r1", &g, T + 100);
+    let r2 = token("r2", &g, T + 101);
+    assert_eq!(
+        rotate(&*store, &r0, &r1, 10, T + 100).await,
+        Rotated::Rotated
+    );
+    assert_eq!(
+        rotate(&*store, &r1, &r2, 10, T + 101).await,
+        Rotated::Rotated
+    );
+
+    // r0 was consumed two seconds ago, but its successor r1 is consumed too.
+    assert_eq!(
+        rotate(&*store, &r0, &token("x", &g, T + 102), 10, T + 102).await,
+        Rotated::Reused {
+            grant_id: "g1".into()
+        }
+    );
+    assert_eq!(store.find_refresh(&hash("x"), T + 102).await.unwrap(), None);
+    assert_eq!(
+        consumed_at(&*store, &r2, T + 102).await,
+        None,
+        "r2 untouched"
+    );
+    // r1 is the immediately previous token: within leeway it rotates from r2.
+    assert_eq!(
+        rotate(&*store, &r1, &token("r3", &g, T + 103), 10, T + 103).await,
+        Rotated::Rotated
+    );
+    assert_eq!(consumed_at(&*store, &r2, T + 103).await, Some(T + 103));
+}
+
+// ---------------------------------------------------------------- revocation and listing
+
+async fn revoke_grant_user_client_counts(store: Arc<dyn Store>) {
+    let g_u1_app = grant("g1", "u1", "app", T);
+    let g_u1_other = grant("g2", "u1", "other", T);
+    let g_u2_app = grant("g3", "u2", "app", T);
+    let g_u2_other = grant("g4", "u2", "other", T);
+    let r1 = issue(&*store, &g_u1_app, "r1").await;
+    let r2 = issue(&*store, &g_u1_other, "r2").await;
+    let r3 = issue(&*store, &g_u2_app, "r3").await;
+    let r4 = issue(&*store, &g_u2_other, "r4").await;
+
+    let now = T + 50;
+    assert_eq!(store.revoke_grant("g1", now).await.unwrap(), 1);
+    assert_eq!(
+        store.revoke_grant("g1", now + 1).await.unwrap(),
+        0,
+        "idempotent"
+    );
+    assert_eq!(
+        store.get_grant("g1").await.unwrap().unwrap().revoked_at,
+        Some(now),
+        "first revocation kept"
+    );
+    assert_eq!(store.revoke_grant("no-such-grant", now).await.unwrap(), 0);
+
+    assert_eq!(
+        store.revoke_user("u1", now).await.unwrap(),
+        1,
+        "only g2 was still active"
+    );
+    assert_eq!(store.revoke_user("u1", now).await.unwrap(), 0);
+    assert_eq!(store.revoke_user("nobody", now).await.unwrap(), 0);
+
+    assert_eq!(
+        store.revoke_client("app", now).await.unwrap(),
+        1,
+        "only g3 was still active"
+    );
+    assert_eq!(store.revoke_client("app", now).await.unwrap(), 0);
+    assert_eq!(store.revoke_client("nothing", now).await.unwrap(), 0);
+
+    // Every token of a revoked grant is dead; the one left is not.
+    for (t, g) in [(&r1, &g_u1_app), (&r2, &g_u1_other), (&r3, &g_u2_app)] {
+        assert_eq!(
+            rotate(
+                &*store,
+                t,
+                &token(&format!("after {}", g.id), g, now),
+                0,
+                now
+            )
+            .await,
+            Rotated::Invalid
+        );
+    }
+    assert_eq!(
+        rotate(&*store, &r4, &token("r4b", &g_u2_other, now), 0, now).await,
+        Rotated::Rotated
+    );
+    assert!(store.get_grant("g4").await.unwrap().unwrap().is_active(now));
+
+    // An expired grant is not active, so revoking it counts nothing.
+    let g_old = grant("g5", "u3", "app", T);
+    issue(&*store, &g_old, "r5").await;
+    assert_eq!(store.revoke_grant("g5", g_old.expires_at).await.unwrap(), 0);
+    assert_eq!(store.revoke_user("u3", g_old.expires_at).await.unwrap(), 0);
+}
+
+async fn revoke_consent_forgets_and_revokes(store: Arc<dyn Store>) {
+    let consent = Consent {
+        user_id: "u1".into(),
+        client_id: "app".into(),
+        scopes: scopes("openid offline_access"),
+        granted_at: T,
+    };
+    store.put_consent(&consent).await.unwrap();
+    let other_consent = Consent {
+        client_id: "other".into(),
+        ..consent.clone()
+    };
+    store.put_consent(&other_consent).await.unwrap();
+
+    let a = grant("g1", "u1", "app", T);
+    let b = grant("g2", "u1", "app", T + 1);
+    let c = grant("g3", "u1", "other", T + 2);
+    let d = grant("g4", "u2", "app", T + 3);
+    let ra = issue(&*store, &a, "ra").await;
+    let rb = issue(&*store, &b, "rb").await;
+    issue(&*store, &c, "rc").await;
+    issue(&*store, &d, "rd").await;
+
+    let now = T + 10;
+    assert_eq!(store.revoke_consent("u1", "app", now).await.unwrap(), 2);
+    assert_eq!(store.get_consent("u1", "app").await.unwrap(), None);
+    assert_eq!(
+        store.get_consent("u1", "other").await.unwrap(),
+        Some(other_consent)
+    );
+    assert_eq!(
+        store.revoke_consent("u1", "app", now + 1).await.unwrap(),
+        0,
+        "idempotent"
+    );
+    // Nothing to forget and nothing to revoke is not an error either.
+    assert_eq!(store.revoke_consent("u9", "app", now).await.unwrap(), 0);
+
+    for t in [&ra, &rb] {
+        assert_eq!(
+            rotate(&*store, t, &token("after", &a, now), 0, now).await,
+            Rotated::Invalid
+        );
+    }
+    let listed: Vec<_> = store
+        .list_grants("u1", now)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|g| g.id)
+        .collect();
+    assert_eq!(listed, vec!["g3"]);
+    assert!(store.get_grant("g4").await.unwrap().unwrap().is_active(now));
+}
+
+async fn list_grants_shows_active_newest_first(store: Arc<dyn Store>) {
+    assert_eq!(store.list_grants("u1", T).await.unwrap(), vec![]);
+    let oldest = grant("g-old", "u1", "app", T - GRANT_LIFETIME); // expires at T
+    let a = grant("g-a", "u1", "app", T + 1);
+    let b = grant("g-b", "u1", "other", T + 2);
+    let revoked = grant("g-revoked", "u1", "third", T + 3);
+    let c = grant("g-c", "u1", "app", T + 4);
+    let someone_else = grant("g-u2", "u2", "app", T + 5);
+    for g in [&oldest, &a, &b, &revoked, &c, &someone_else] {
+        issue(&*store, g, &format!("r-{}", g.id)).await;
+    }
+    assert_eq!(store.revoke_grant("g-revoked", T + 6).await.unwrap(), 1);
+
+    let listed = store.list_grants("u1", T + 10).await.unwrap();
+    let ids: Vec<_> = listed.iter().map(|g| g.id.as_str()).collect();
+    assert_eq!(ids, vec!["g-c", "g-b", "g-a"]);
+    assert_eq!(listed[2], a, "listed grants are complete records");
+}
+
+async fn concurrent_rotations_have_one_winner(store: Arc<dyn Store>) {
+    let g = grant("g1", "u1", "app", T);
+    let r0 = issue(&*store, &g, "r0").await;
+    let now = T + 100;
+    let successors: Vec<_> = (0..32)
+        .map(|i| token(&format!("next-{i}"), &g, now))
+        .collect();
+    let tasks: Vec<_> = successors
+        .iter()
+        .cloned()
+        .map(|next| {
+            let store = Arc::clone(&store);
+            let old = r0.hash.clone();
+            tokio::spawn(async move { store.rotate_refresh(&old, &next, 0, now).await })
+        })
+        .collect();
+
+    let mut rotated = 0;
+    for task in tasks {
+        match task.await.unwrap().unwrap() {
+            Rotated::Rotated => rotated += 1,
+            Rotated::Reused { grant_id } => assert_eq!(grant_id, "g1"),
+            Rotated::Invalid => {}
+        }
+    }
+    assert_eq!(rotated, 1, "exactly one concurrent rotation wins");
+
+    let mut stored = Vec::new();
+    for next in &successors {
+        if store.find_refresh(&next.hash, now).await.unwrap().is_some() {
+            stored.push(next.hash.clone());
+        }
+    }
+    assert_eq!(stored.len(), 1, "exactly one successor exists");
+    let old = store
+        .find_refresh(&r0.hash, now)
+        .await
+        .unwrap()
+        .unwrap()
+        .token;
+    assert_eq!(old.successor_hash, Some(stored[0].clone()));
+}
