@@ -154,8 +154,12 @@ impl Services {
             None => None,
         };
         // OIDC Core §3.1.2.1: prompt=login and max_age force a fresh sign-in.
+        // max_age=0 means a fresh sign-in every time, like prompt=login.
         let session = session.filter(|s| {
-            !req.prompt.login && req.max_age.is_none_or(|max| now - s.auth_time <= max)
+            !req.prompt.login
+                && req
+                    .max_age
+                    .is_none_or(|max| max > 0 && now - s.auth_time <= max)
         });
         let Some(session) = session else {
             if req.prompt.none {

@@ -503,26 +503,37 @@ impl Store for SqliteStore {
         let c = code.clone();
         self.run("put_code", move |conn| {
             let amr = to_json(&c.amr)?;
-            conn.prepare_cached(
-                "INSERT INTO codes (hash, client_id, redirect_uri, user_id, scopes, nonce,
+            // An insert, never an upsert: rewriting a consumed code as
+            // unconsumed would let it be redeemed twice (invariant 6).
+            let inserted = conn
+                .prepare_cached(
+                    "INSERT INTO codes (hash, client_id, redirect_uri, user_id, scopes, nonce,
                      code_challenge, auth_time, amr, grant_id, expires_at, consumed_at)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
-            )?
-            .execute(params![
-                c.hash,
-                c.client_id,
-                c.redirect_uri,
-                c.user_id,
-                c.scopes.to_string(),
-                c.nonce,
-                c.code_challenge,
-                c.auth_time,
-                amr,
-                c.grant_id,
-                c.expires_at,
-                c.consumed_at
-            ])?;
-            Ok(())
+                )?
+                .execute(params![
+                    c.hash,
+                    c.client_id,
+                    c.redirect_uri,
+                    c.user_id,
+                    c.scopes.to_string(),
+                    c.nonce,
+                    c.code_challenge,
+                    c.auth_time,
+                    amr,
+                    c.grant_id,
+                    c.expires_at,
+                    c.consumed_at
+                ]);
+            match inserted {
+                Ok(_) => Ok(()),
+                Err(e)
+                    if constraint_kind(&e) == Some(rusqlite::ffi::SQLITE_CONSTRAINT_PRIMARYKEY) =>
+                {
+                    Err(Failure::Conflict("a code with this hash exists".into()))
+                }
+                Err(e) => Err(e.into()),
+            }
         })
         .await
     }
@@ -1326,6 +1337,26 @@ mod tests {
             Err(StoreError::Unavailable(msg)) => assert!(!msg.contains("s3cr3t"), "{msg}"),
             other => panic!("expected Unavailable, got {other:?}"),
         }
+    }
+
+    #[tokio::test]
+    async fn a_code_cannot_be_written_twice() {
+        let store = SqliteStore::open_in_memory().unwrap();
+        let c = code("once", "g1");
+        store.put_code(&c).await.unwrap();
+        assert_eq!(
+            store
+                .redeem_code(&c.hash, &grant("g1"), None, T)
+                .await
+                .unwrap(),
+            Redeemed::Issued
+        );
+        match store.put_code(&c).await {
+            Err(StoreError::Conflict(_)) => {}
+            other => panic!("expected Conflict, got {other:?}"),
+        }
+        let found = store.find_code(&c.hash, T).await.unwrap().unwrap();
+        assert_eq!(found.consumed_at, Some(T), "still consumed");
     }
 
     #[tokio::test]
