@@ -1,8 +1,12 @@
 #!/usr/bin/env bash
 # Runs every check and every test of tokenfn. Usage: scripts/test.sh
+#
+# DynamoDB and KMS in the tests are moto's server, installed into .venv and
+# started here on a free loopback port.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+MOTO_VERSION=5.2.5
 step() { printf '\n==> %s\n' "$*"; }
 
 step "format"
@@ -11,8 +15,29 @@ cargo fmt --all --check
 step "lint"
 cargo clippy --workspace --all-targets -- -D warnings
 
-step "build the tokenfn binary the black-box tests run"
-cargo build -p tokenfn
+step "build the binaries the black-box tests run"
+cargo build --workspace --bins
+
+step "moto ${MOTO_VERSION} (DynamoDB and KMS emulator)"
+if ! .venv/bin/python -c "import moto, sys; sys.exit(moto.__version__ != '${MOTO_VERSION}')" 2>/dev/null; then
+  python3 -m venv .venv
+  .venv/bin/pip install --quiet --disable-pip-version-check "moto[server]==${MOTO_VERSION}"
+fi
+PORT=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+mkdir -p target
+# Single-threaded: moto's TransactWriteItems copies and restores the whole
+# table without a lock, so two concurrent transactions could both win.
+.venv/bin/python -c 'import moto.server as m; r = m.run_simple; m.run_simple = lambda *a, **k: r(*a, **{**k, "threaded": False}); m.main()' \
+  -H 127.0.0.1 -p "$PORT" > target/moto.log 2>&1 &
+MOTO_PID=$!
+trap 'kill $MOTO_PID 2>/dev/null || true' EXIT
+for _ in $(seq 1 100); do
+  if curl -s -o /dev/null "http://127.0.0.1:$PORT/moto-api/"; then break; fi
+  sleep 0.1
+done
+export AWS_ENDPOINT_URL="http://127.0.0.1:$PORT"
+export AWS_ACCESS_KEY_ID=test AWS_SECRET_ACCESS_KEY=test AWS_REGION=us-east-1
+unset AWS_PROFILE AWS_SESSION_TOKEN
 
 step "tests"
 cargo test --workspace

@@ -2,7 +2,6 @@
 //! (SQLite in WAL mode takes both) and print JSON.
 
 use std::io::Read as _;
-use std::path::Path;
 use std::sync::Arc;
 
 use clap::{Args, Subcommand};
@@ -12,7 +11,7 @@ use tokenfn_core::domain::{GrantType, Scopes};
 use tokenfn_core::service::Services;
 use tokenfn_core::service::admin::{NewClient, RevokeTarget};
 
-use crate::serve::open_services;
+use crate::backend::Backend;
 
 #[derive(Subcommand)]
 pub enum ClientCommand {
@@ -99,8 +98,9 @@ pub struct RevokeArgs {
     grant: Option<String>,
 }
 
-async fn services(data_dir: &Path) -> Result<Arc<Services>, String> {
-    open_services(data_dir, "http://127.0.0.1:8080").map(|(s, _)| s)
+/// Admin commands never sign, so they never touch the signing key.
+async fn services(backend: &Backend) -> Result<Arc<Services>, String> {
+    backend.admin_services().await
 }
 
 fn print_json<T: Serialize>(value: &T) -> Result<(), String> {
@@ -122,7 +122,7 @@ fn read_stdin_secret(what: &str) -> Result<String, String> {
     Ok(value.to_owned())
 }
 
-pub async fn client(data_dir: &Path, cmd: ClientCommand) -> Result<(), String> {
+pub async fn client(backend: &Backend, cmd: ClientCommand) -> Result<(), String> {
     let ClientCommand::Add(a) = cmd;
     let grant_types = a
         .grant_types
@@ -137,7 +137,7 @@ pub async fn client(data_dir: &Path, cmd: ClientCommand) -> Result<(), String> {
     } else {
         None
     };
-    let services = services(data_dir).await?;
+    let services = services(backend).await?;
     let d = services.config.default_lifetimes;
     let lifetimes = Lifetimes {
         access_token: a.access_token_ttl.unwrap_or(d.access_token),
@@ -160,10 +160,10 @@ pub async fn client(data_dir: &Path, cmd: ClientCommand) -> Result<(), String> {
     print_json(&client)
 }
 
-pub async fn user(data_dir: &Path, cmd: UserCommand) -> Result<(), String> {
+pub async fn user(backend: &Backend, cmd: UserCommand) -> Result<(), String> {
     let UserCommand::Add(a) = cmd;
     let password = read_stdin_secret("password")?;
-    let services = services(data_dir).await?;
+    let services = services(backend).await?;
     let user = services
         .add_user(&a.username, &password, a.email)
         .await
@@ -171,21 +171,23 @@ pub async fn user(data_dir: &Path, cmd: UserCommand) -> Result<(), String> {
     print_json(&user)
 }
 
-pub async fn grants(data_dir: &Path, cmd: GrantsCommand) -> Result<(), String> {
+pub async fn grants(backend: &Backend, cmd: GrantsCommand) -> Result<(), String> {
     let GrantsCommand::List { user } = cmd;
-    let services = services(data_dir).await?;
+    let services = services(backend).await?;
     let grants = services.grants_of(&user).await.map_err(|e| e.to_string())?;
     print_json(&grants)
 }
 
-pub async fn revoke(data_dir: &Path, args: RevokeArgs) -> Result<(), String> {
+pub async fn revoke(backend: &Backend, args: RevokeArgs) -> Result<(), String> {
+    let services = services(backend).await?;
     let target = match (args.user, args.client, args.grant) {
-        (Some(u), None, None) => RevokeTarget::User(u),
-        (None, Some(c), None) => RevokeTarget::Client(c),
-        (None, None, Some(g)) => RevokeTarget::Grant(g),
+        (Some(u), None, None) => RevokeTarget::User {
+            user_id: services.user_id(&u).await.map_err(|e| e.to_string())?,
+        },
+        (None, Some(client_id), None) => RevokeTarget::Client { client_id },
+        (None, None, Some(grant_id)) => RevokeTarget::Grant { grant_id },
         _ => return Err("name exactly one of --user, --client, --grant".into()),
     };
-    let services = services(data_dir).await?;
     let revoked = services
         .revoke_target(&target)
         .await

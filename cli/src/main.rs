@@ -1,6 +1,7 @@
 //! `tokenfn`: the local server and the admin commands, on one data folder.
 
 mod admin;
+mod backend;
 mod demo;
 mod serve;
 
@@ -24,6 +25,8 @@ struct Cli {
         default_value = ".tokenfn"
     )]
     data_dir: PathBuf,
+    #[command(flatten)]
+    backend: backend::BackendArgs,
     #[command(subcommand)]
     command: Command,
 }
@@ -43,6 +46,9 @@ enum Command {
     Grants(admin::GrantsCommand),
     /// Revoke every grant of a user, a client, or one grant.
     Revoke(admin::RevokeArgs),
+    /// Create the DynamoDB table (TTL on, indexes; idempotent) and optionally
+    /// a KMS signing key, wherever AWS_ENDPOINT_URL or the AWS config points.
+    AwsInit(backend::AwsInitArgs),
 }
 
 fn main() -> ExitCode {
@@ -56,13 +62,15 @@ fn main() -> ExitCode {
         Ok(rt) => rt,
         Err(e) => return fail(&format!("cannot start the async runtime: {e}")),
     };
+    let backend = cli.backend.with_data_dir(cli.data_dir);
     let result = runtime.block_on(async move {
         match cli.command {
-            Command::Serve(args) => serve::run(&cli.data_dir, args).await,
-            Command::Client(cmd) => admin::client(&cli.data_dir, cmd).await,
-            Command::User(cmd) => admin::user(&cli.data_dir, cmd).await,
-            Command::Grants(cmd) => admin::grants(&cli.data_dir, cmd).await,
-            Command::Revoke(args) => admin::revoke(&cli.data_dir, args).await,
+            Command::Serve(args) => serve::run(&backend, args).await,
+            Command::Client(cmd) => admin::client(&backend, cmd).await,
+            Command::User(cmd) => admin::user(&backend, cmd).await,
+            Command::Grants(cmd) => admin::grants(&backend, cmd).await,
+            Command::Revoke(args) => admin::revoke(&backend, args).await,
+            Command::AwsInit(args) => backend::aws_init(&backend, args).await,
         }
     });
     match result {

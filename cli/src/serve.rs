@@ -3,7 +3,6 @@
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::path::Path;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -13,17 +12,14 @@ use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
-use tokenfn_core::config::Config;
 use tokenfn_core::http::{
     Request, Response, authorize::AuthorizeRouter, discovery::DiscoveryRouter,
     refresh::RefreshRouter, revoke::RevokeRouter, token::TokenRouter, wire,
 };
-use tokenfn_core::ports::SystemClock;
 use tokenfn_core::service::Services;
-use tokenfn_core::sign::LocalSigner;
-use tokenfn_core::store::SqliteStore;
 use tokio::net::TcpListener;
 
+use crate::backend::Backend;
 use crate::demo;
 
 #[derive(Args)]
@@ -34,33 +30,6 @@ pub struct ServeArgs {
     /// Issuer URL, when the server is reached through a proxy or a domain.
     #[arg(long, env = "TOKENFN_ISSUER")]
     issuer: Option<String>,
-}
-
-/// Opens the data folder: the SQLite store and the local signing key.
-/// Returns whether the key was created now (a first start).
-pub fn open_services(data_dir: &Path, issuer: &str) -> Result<(Arc<Services>, bool), String> {
-    create_private_dir(data_dir)
-        .map_err(|e| format!("cannot create the data folder {}: {e}", data_dir.display()))?;
-    let store = SqliteStore::open(&data_dir.join("tokenfn.db")).map_err(|e| e.to_string())?;
-    let (signer, created) = LocalSigner::load_or_create(data_dir).map_err(|e| e.to_string())?;
-    let services = Services::new(
-        Arc::new(store),
-        Arc::new(signer),
-        Arc::new(SystemClock),
-        Config::new(issuer),
-    );
-    Ok((Arc::new(services), created))
-}
-
-fn create_private_dir(dir: &Path) -> std::io::Result<()> {
-    let mut builder = std::fs::DirBuilder::new();
-    builder.recursive(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::DirBuilderExt as _;
-        builder.mode(0o700);
-    }
-    builder.create(dir)
 }
 
 /// Every router of every function, mounted by path.
@@ -107,17 +76,17 @@ impl LocalServer {
     }
 }
 
-pub async fn run(data_dir: &Path, args: ServeArgs) -> Result<(), String> {
+pub async fn run(backend: &Backend, args: ServeArgs) -> Result<(), String> {
     let listener = TcpListener::bind(args.addr)
         .await
         .map_err(|e| format!("cannot listen on {}: {e}", args.addr))?;
     let local = listener.local_addr().map_err(|e| e.to_string())?;
     let issuer = args.issuer.unwrap_or_else(|| format!("http://{local}"));
-    let (services, first_start) = open_services(data_dir, &issuer)?;
+    let (services, first_start) = backend.services(&issuer).await?;
     println!(
         "tokenfn {} on {}",
         env!("CARGO_PKG_VERSION"),
-        data_dir.display()
+        backend.describe()
     );
     println!("issuer: {issuer}");
     if first_start {

@@ -38,3 +38,158 @@ impl Config {
         format!("{}{}", self.issuer, path)
     }
 }
+
+/// A setting that is missing or malformed; stops a function at init.
+#[derive(Debug, thiserror::Error)]
+#[error("setting {name}: {problem}")]
+pub struct SettingError {
+    pub name: &'static str,
+    pub problem: String,
+}
+
+/// What a Lambda function reads from its environment.
+#[derive(Debug, Clone)]
+pub struct AwsSettings {
+    pub config: Config,
+    /// `TOKENFN_TABLE`: the DynamoDB table.
+    pub table: String,
+    /// `TOKENFN_KMS_KEY_IDS`: comma list; the first signs, all are published.
+    pub kms_key_ids: Vec<String>,
+}
+
+impl AwsSettings {
+    /// Reads the settings through `var` (the process environment in
+    /// production, a map in tests). `needs_keys` is false for functions
+    /// that neither sign nor publish keys.
+    pub fn from_vars(
+        var: impl Fn(&str) -> Option<String>,
+        needs_keys: bool,
+    ) -> Result<Self, SettingError> {
+        let required = |name: &'static str| -> Result<String, SettingError> {
+            match var(name) {
+                Some(v) if !v.trim().is_empty() => Ok(v.trim().to_owned()),
+                _ => Err(SettingError {
+                    name,
+                    problem: "is required and not set".into(),
+                }),
+            }
+        };
+        let seconds = |name: &'static str, default: i64| -> Result<i64, SettingError> {
+            match var(name) {
+                None => Ok(default),
+                Some(v) => v
+                    .trim()
+                    .parse::<i64>()
+                    .ok()
+                    .filter(|n| *n >= 0)
+                    .ok_or(SettingError {
+                        name,
+                        problem: format!("must be a whole number of seconds, not {v:?}"),
+                    }),
+            }
+        };
+        let issuer = required("TOKENFN_ISSUER")?;
+        match url::Url::parse(&issuer) {
+            Ok(u)
+                if matches!(u.scheme(), "https" | "http")
+                    && u.query().is_none()
+                    && u.fragment().is_none() => {}
+            _ => {
+                return Err(SettingError {
+                    name: "TOKENFN_ISSUER",
+                    problem: format!(
+                        "must be an https URL without query or fragment, not {issuer:?}"
+                    ),
+                });
+            }
+        }
+        let table = required("TOKENFN_TABLE")?;
+        let kms_key_ids: Vec<String> = var("TOKENFN_KMS_KEY_IDS")
+            .unwrap_or_default()
+            .split(',')
+            .map(str::trim)
+            .filter(|k| !k.is_empty())
+            .map(str::to_owned)
+            .collect();
+        if needs_keys && kms_key_ids.is_empty() {
+            return Err(SettingError {
+                name: "TOKENFN_KMS_KEY_IDS",
+                problem: "is required: a comma-separated list of KMS key ids or ARNs".into(),
+            });
+        }
+        let mut config = Config::new(issuer);
+        let d = config.default_lifetimes;
+        config.default_lifetimes = Lifetimes {
+            access_token: seconds("TOKENFN_ACCESS_TOKEN_TTL", d.access_token)?,
+            refresh_absolute: seconds("TOKENFN_REFRESH_TTL", d.refresh_absolute)?,
+            refresh_idle: seconds("TOKENFN_REFRESH_IDLE_TTL", d.refresh_idle)?,
+            reuse_leeway: seconds("TOKENFN_REUSE_LEEWAY", d.reuse_leeway)?,
+        };
+        config.code_ttl = seconds("TOKENFN_CODE_TTL", config.code_ttl)?;
+        config.id_token_ttl = seconds("TOKENFN_ID_TOKEN_TTL", config.id_token_ttl)?;
+        config.session_ttl = seconds("TOKENFN_SESSION_TTL", config.session_ttl)?;
+        Ok(Self {
+            config,
+            table,
+            kms_key_ids,
+        })
+    }
+
+    pub fn from_env(needs_keys: bool) -> Result<Self, SettingError> {
+        Self::from_vars(|name| std::env::var(name).ok(), needs_keys)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn vars(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+        let map: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        move |name| map.get(name).cloned()
+    }
+
+    #[test]
+    fn reads_every_setting() {
+        let s = AwsSettings::from_vars(
+            vars(&[
+                ("TOKENFN_ISSUER", "https://id.example/"),
+                ("TOKENFN_TABLE", "t"),
+                ("TOKENFN_KMS_KEY_IDS", "k1, k2"),
+                ("TOKENFN_ACCESS_TOKEN_TTL", "600"),
+            ]),
+            true,
+        )
+        .unwrap();
+        assert_eq!(s.config.issuer, "https://id.example");
+        assert_eq!(s.kms_key_ids, vec!["k1", "k2"]);
+        assert_eq!(s.config.default_lifetimes.access_token, 600);
+    }
+
+    #[test]
+    fn missing_or_malformed_settings_are_named() {
+        let err = AwsSettings::from_vars(vars(&[("TOKENFN_TABLE", "t")]), false).unwrap_err();
+        assert_eq!(err.name, "TOKENFN_ISSUER");
+        let err = AwsSettings::from_vars(
+            vars(&[("TOKENFN_ISSUER", "https://x"), ("TOKENFN_TABLE", "t")]),
+            true,
+        )
+        .unwrap_err();
+        assert_eq!(err.name, "TOKENFN_KMS_KEY_IDS");
+        let err = AwsSettings::from_vars(
+            vars(&[
+                ("TOKENFN_ISSUER", "https://x"),
+                ("TOKENFN_TABLE", "t"),
+                ("TOKENFN_REFRESH_TTL", "ten days"),
+            ]),
+            false,
+        )
+        .unwrap_err();
+        assert_eq!(err.name, "TOKENFN_REFRESH_TTL");
+        assert!(err.to_string().contains("ten days"));
+    }
+}

@@ -5,9 +5,12 @@
 //! one router per Lambda function. The Lambda binaries and `tokenfn serve`
 //! are thin shells around these routers.
 
+pub mod aws;
 pub mod config;
 pub mod domain;
 pub mod http;
+#[cfg(feature = "lambda")]
+pub mod lambda;
 pub mod ports;
 pub mod service;
 pub mod sign;

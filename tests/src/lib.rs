@@ -1,1 +1,4 @@
-//! Black-box tests live in tests/; this crate has no code of its own.
+//! Support for the black-box tests and the benchmarks: a local Lambda
+//! Runtime API to run the function binaries under, exactly as Lambda does.
+
+pub mod runtime_api;

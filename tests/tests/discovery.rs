@@ -85,7 +85,10 @@ async fn jwks_holds_p256_keys_whose_kid_is_the_rfc7638_thumbprint() {
         if let Some(usage) = key.get("use") {
             assert_eq!(usage, "sig", "{key}");
         }
-        assert!(key.get("d").is_none(), "the JWKS must not publish private keys: {key}");
+        assert!(
+            key.get("d").is_none(),
+            "the JWKS must not publish private keys: {key}"
+        );
         for coord in ["x", "y"] {
             let bytes = base64::Engine::decode(
                 &base64::engine::general_purpose::URL_SAFE_NO_PAD,
@@ -95,7 +98,11 @@ async fn jwks_holds_p256_keys_whose_kid_is_the_rfc7638_thumbprint() {
             assert_eq!(bytes.len(), 32, "P-256 {coord} is 32 bytes");
         }
         let kid = key["kid"].as_str().expect("kid");
-        assert_eq!(kid, ec_thumbprint(key), "kid must be the RFC 7638 thumbprint");
+        assert_eq!(
+            kid,
+            ec_thumbprint(key),
+            "kid must be the RFC 7638 thumbprint"
+        );
     }
 }
 

@@ -10,11 +10,37 @@ pub mod revoke;
 pub mod token;
 pub mod wire;
 
+use async_trait::async_trait;
 use bytes::Bytes;
 use http::Method;
 
 pub type Request = http::Request<Bytes>;
 pub type Response = http::Response<Bytes>;
+
+/// What every router is, to the shells that run it.
+#[async_trait]
+pub trait Handler: Send + Sync + 'static {
+    async fn handle(&self, req: Request) -> Response;
+}
+
+macro_rules! handler {
+    ($($router:ty),*) => {$(
+        #[async_trait]
+        impl Handler for $router {
+            async fn handle(&self, req: Request) -> Response {
+                <$router>::handle(self, req).await
+            }
+        }
+    )*};
+}
+
+handler!(
+    authorize::AuthorizeRouter,
+    token::TokenRouter,
+    refresh::RefreshRouter,
+    revoke::RevokeRouter,
+    discovery::DiscoveryRouter
+);
 
 /// A route a function serves; infrastructure templates are checked against these.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -36,13 +36,18 @@ pub struct NewClient {
 /// A client secret must carry at least as much entropy as the ones we make.
 pub const MIN_SECRET_LEN: usize = 32;
 
-/// What a revocation targets.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// What a revocation targets, by id (the CLI resolves usernames first).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+#[serde(tag = "action", rename_all = "snake_case", deny_unknown_fields)]
 pub enum RevokeTarget {
-    User(String),
-    Client(String),
-    Grant(String),
-    Consent { user: String, client: String },
+    #[serde(rename = "revoke_user")]
+    User { user_id: String },
+    #[serde(rename = "revoke_client")]
+    Client { client_id: String },
+    #[serde(rename = "revoke_grant")]
+    Grant { grant_id: String },
+    #[serde(rename = "revoke_consent")]
+    Consent { user_id: String, client_id: String },
 }
 
 impl Services {
@@ -148,7 +153,7 @@ impl Services {
         Ok(user)
     }
 
-    async fn user_id(&self, username: &str) -> Result<String, AdminError> {
+    pub async fn user_id(&self, username: &str) -> Result<String, AdminError> {
         self.store
             .find_user(username)
             .await?
@@ -166,18 +171,15 @@ impl Services {
     pub async fn revoke_target(&self, target: &RevokeTarget) -> Result<u64, AdminError> {
         let now = self.clock.now();
         let n = match target {
-            RevokeTarget::User(name) => {
-                let id = self.user_id(name).await?;
-                self.store.revoke_user(&id, now).await?
-            }
-            RevokeTarget::Client(id) => self.store.revoke_client(id, now).await?,
-            RevokeTarget::Grant(id) => self.store.revoke_grant(id, now).await?,
-            RevokeTarget::Consent { user, client } => {
-                let id = self.user_id(user).await?;
-                self.store.revoke_consent(&id, client, now).await?
+            RevokeTarget::User { user_id } => self.store.revoke_user(user_id, now).await?,
+            RevokeTarget::Client { client_id } => self.store.revoke_client(client_id, now).await?,
+            RevokeTarget::Grant { grant_id } => self.store.revoke_grant(grant_id, now).await?,
+            RevokeTarget::Consent { user_id, client_id } => {
+                self.store.revoke_consent(user_id, client_id, now).await?
             }
         };
-        tracing::info!(target = ?target, revoked = n, "admin revocation");
+        // The audit line: what was asked and what it did, ids only.
+        tracing::info!(target: "audit", command = ?target, revoked = n, "revocation");
         Ok(n)
     }
 }
@@ -224,6 +226,26 @@ fn check_redirect_uri(uri: &str) -> Result<(), AdminError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn revoke_commands_parse_from_json() {
+        let t: RevokeTarget =
+            serde_json::from_str(r#"{"action":"revoke_consent","user_id":"u","client_id":"c"}"#)
+                .unwrap();
+        assert_eq!(
+            t,
+            RevokeTarget::Consent {
+                user_id: "u".into(),
+                client_id: "c".into()
+            }
+        );
+        assert!(serde_json::from_str::<RevokeTarget>(r#"{"action":"drop_table"}"#).is_err());
+        assert!(serde_json::from_str::<RevokeTarget>(r#"{"action":"revoke_user"}"#).is_err());
+        assert!(
+            serde_json::from_str::<RevokeTarget>(r#"{"action":"revoke_user","user_id":"u","x":1}"#)
+                .is_err()
+        );
+    }
 
     #[test]
     fn redirect_uris_are_checked() {

@@ -1,6 +1,11 @@
-//! Signer implementations: a local key file (the embedded default).
+//! Signer implementations: a local key file (the embedded default), KMS,
+//! and none for functions that do not sign.
 
 pub mod jwk;
+pub mod kms;
 pub mod local;
+pub mod none;
 
+pub use kms::KmsSigner;
 pub use local::LocalSigner;
+pub use none::NoKey;

@@ -542,6 +542,13 @@ impl TestEnv {
         }
     }
 
+    /// Kills the server and starts a new one on the same data dir.
+    pub fn restart(self, serve_args: &[&str]) -> TestEnv {
+        let TestEnv { server, dir, .. } = self;
+        server.stop();
+        TestEnv::start_in(dir, serve_args)
+    }
+
     pub fn data_dir(&self) -> &Path {
         self.dir.path()
     }
@@ -587,7 +594,8 @@ impl TestEnv {
     /// An `openidconnect` client built from discovery, with the redirect URI
     /// and the discovered revocation endpoint (see [`RevocationTransport`]).
     pub async fn oidc(&self, client_id: &str, secret: Option<&str>) -> Oidc {
-        self.oidc_with_redirect(client_id, secret, REDIRECT_URI).await
+        self.oidc_with_redirect(client_id, secret, REDIRECT_URI)
+            .await
     }
 
     pub async fn oidc_with_redirect(
@@ -824,12 +832,8 @@ pub fn error_chain(e: &dyn std::error::Error) -> String {
 
 fn resp_scope(resp: &CoreTokenResponse) -> Option<String> {
     use openidconnect::OAuth2TokenResponse;
-    resp.scopes().map(|s| {
-        s.iter()
-            .map(|s| s.as_str())
-            .collect::<Vec<_>>()
-            .join(" ")
-    })
+    resp.scopes()
+        .map(|s| s.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(" "))
 }
 
 /// Splits a space-separated scope string (or JSON array) into a set.
@@ -864,6 +868,11 @@ pub fn granted_scopes(resp: &CoreTokenResponse) -> BTreeSet<String> {
 /// transport sends the library's request, unchanged otherwise, over HTTP.
 pub struct RevocationTransport;
 
+type HttpClientError = <reqwest::Client as AsyncHttpClient<'static>>::Error;
+pub type ResponseFuture = std::pin::Pin<
+    Box<dyn std::future::Future<Output = Result<HttpResponse, HttpClientError>> + Send>,
+>;
+
 impl RevocationTransport {
     pub fn https_alias(url: &str) -> String {
         match url.strip_prefix("http://") {
@@ -873,20 +882,7 @@ impl RevocationTransport {
     }
 
     /// A closure usable as `oauth2`'s `AsyncHttpClient`.
-    pub fn client(
-        http: &reqwest::Client,
-    ) -> impl Fn(
-        HttpRequest,
-    ) -> std::pin::Pin<
-        Box<
-            dyn std::future::Future<
-                    Output = Result<
-                        HttpResponse,
-                        <reqwest::Client as AsyncHttpClient<'static>>::Error,
-                    >,
-                > + Send,
-        >,
-    > + use<> {
+    pub fn client(http: &reqwest::Client) -> impl Fn(HttpRequest) -> ResponseFuture + use<> {
         let http = http.clone();
         move |mut request: HttpRequest| {
             let http = http.clone();
@@ -972,8 +968,18 @@ impl Callback {
             "authorization failed: {}",
             self.url
         );
-        assert_eq!(self.get("state"), Some(req.state.secret().as_str()), "state in {}", self.url);
-        assert_eq!(self.get("iss"), Some(issuer), "iss (RFC 9207) in {}", self.url);
+        assert_eq!(
+            self.get("state"),
+            Some(req.state.secret().as_str()),
+            "state in {}",
+            self.url
+        );
+        assert_eq!(
+            self.get("iss"),
+            Some(issuer),
+            "iss (RFC 9207) in {}",
+            self.url
+        );
         let code = self
             .get("code")
             .unwrap_or_else(|| panic!("no code in {}", self.url));
@@ -985,8 +991,17 @@ impl Callback {
     pub fn expect_error(&self, error: &str, state: &str, issuer: &str) {
         assert_eq!(self.get("error"), Some(error), "error in {}", self.url);
         assert_eq!(self.get("state"), Some(state), "state in {}", self.url);
-        assert_eq!(self.get("iss"), Some(issuer), "iss (RFC 9207) in {}", self.url);
-        assert!(self.get("code").is_none(), "an error redirect carries no code: {}", self.url);
+        assert_eq!(
+            self.get("iss"),
+            Some(issuer),
+            "iss (RFC 9207) in {}",
+            self.url
+        );
+        assert!(
+            self.get("code").is_none(),
+            "an error redirect carries no code: {}",
+            self.url
+        );
     }
 }
 
@@ -1079,7 +1094,11 @@ pub fn parse_forms(html: &str) -> Vec<Form> {
                 .select(&input_sel)
                 .filter_map(|i| {
                     let name = i.value().attr("name")?;
-                    let ty = i.value().attr("type").unwrap_or("text").to_ascii_lowercase();
+                    let ty = i
+                        .value()
+                        .attr("type")
+                        .unwrap_or("text")
+                        .to_ascii_lowercase();
                     let value = i.value().attr("value").unwrap_or("");
                     Some((ty, name.to_string(), value.to_string()))
                 })
@@ -1453,8 +1472,8 @@ pub fn verify_jwt(
     typ: Option<&str>,
 ) -> (jsonwebtoken::Header, Value) {
     use jsonwebtoken::{Algorithm, DecodingKey, Validation};
-    let header = jsonwebtoken::decode_header(token)
-        .unwrap_or_else(|e| panic!("not a JWT ({e}): {token}"));
+    let header =
+        jsonwebtoken::decode_header(token).unwrap_or_else(|e| panic!("not a JWT ({e}): {token}"));
     assert_eq!(header.alg, Algorithm::ES256, "JWT alg");
     if let Some(typ) = typ {
         assert_eq!(

@@ -1,0 +1,220 @@
+//! Where the CLI keeps its state: the embedded default (SQLite and a key
+//! file in the data folder), or DynamoDB and KMS (`--store dynamodb
+//! --signer kms`), which is how it runs against AWS or an emulator.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use clap::{Args, ValueEnum};
+use tokenfn_core::aws::sdk_config;
+use tokenfn_core::config::Config;
+use tokenfn_core::ports::{Signer, Store, SystemClock};
+use tokenfn_core::service::Services;
+use tokenfn_core::sign::{KmsSigner, LocalSigner, NoKey};
+use tokenfn_core::store::{DynamoStore, SqliteStore, dynamodb};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum StoreKind {
+    Sqlite,
+    Dynamodb,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum SignerKind {
+    Local,
+    Kms,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct BackendArgs {
+    /// Where grants and tokens live.
+    #[arg(
+        long,
+        global = true,
+        env = "TOKENFN_STORE",
+        value_enum,
+        default_value = "sqlite"
+    )]
+    store: StoreKind,
+    /// The DynamoDB table (with --store dynamodb).
+    #[arg(long, global = true, env = "TOKENFN_TABLE")]
+    table: Option<String>,
+    /// What signs tokens.
+    #[arg(
+        long,
+        global = true,
+        env = "TOKENFN_SIGNER",
+        value_enum,
+        default_value = "local"
+    )]
+    signer: SignerKind,
+    /// KMS key id or ARN (with --signer kms); repeat or comma-separate: the
+    /// first signs, all are published.
+    #[arg(
+        long = "kms-key-id",
+        global = true,
+        env = "TOKENFN_KMS_KEY_IDS",
+        value_delimiter = ','
+    )]
+    kms_key_ids: Vec<String>,
+}
+
+impl BackendArgs {
+    pub fn with_data_dir(self, data_dir: PathBuf) -> Backend {
+        Backend {
+            data_dir,
+            args: self,
+        }
+    }
+}
+
+pub struct Backend {
+    pub data_dir: PathBuf,
+    args: BackendArgs,
+}
+
+impl Backend {
+    async fn store(&self) -> Result<Arc<dyn Store>, String> {
+        match self.args.store {
+            StoreKind::Sqlite => {
+                create_private_dir(&self.data_dir).map_err(|e| {
+                    format!(
+                        "cannot create the data folder {}: {e}",
+                        self.data_dir.display()
+                    )
+                })?;
+                let store = SqliteStore::open(&self.data_dir.join("tokenfn.db"))
+                    .map_err(|e| e.to_string())?;
+                Ok(Arc::new(store))
+            }
+            StoreKind::Dynamodb => {
+                let table = self.table()?;
+                let client = aws_sdk_dynamodb::Client::new(&sdk_config().await);
+                Ok(Arc::new(DynamoStore::new(client, table)))
+            }
+        }
+    }
+
+    fn table(&self) -> Result<String, String> {
+        self.args
+            .table
+            .clone()
+            .ok_or_else(|| "--store dynamodb needs --table NAME (or TOKENFN_TABLE)".to_owned())
+    }
+
+    /// The store and the signer for `serve`. Returns whether a local key was
+    /// created now (a first start).
+    pub async fn services(&self, issuer: &str) -> Result<(Arc<Services>, bool), String> {
+        let store = self.store().await?;
+        let (signer, created): (Arc<dyn Signer>, bool) = match self.args.signer {
+            SignerKind::Local => {
+                create_private_dir(&self.data_dir).map_err(|e| {
+                    format!(
+                        "cannot create the data folder {}: {e}",
+                        self.data_dir.display()
+                    )
+                })?;
+                let (signer, created) =
+                    LocalSigner::load_or_create(&self.data_dir).map_err(|e| e.to_string())?;
+                (Arc::new(signer), created)
+            }
+            SignerKind::Kms => {
+                if self.args.kms_key_ids.is_empty() {
+                    return Err(
+                        "--signer kms needs --kms-key-id ID (or TOKENFN_KMS_KEY_IDS)".into(),
+                    );
+                }
+                let client = aws_sdk_kms::Client::new(&sdk_config().await);
+                let signer = KmsSigner::new(client, &self.args.kms_key_ids)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                (Arc::new(signer), false)
+            }
+        };
+        let services = Services::new(store, signer, Arc::new(SystemClock), Config::new(issuer));
+        Ok((Arc::new(services), created))
+    }
+
+    /// Admin commands never sign, so they never load or create a key.
+    pub async fn admin_services(&self) -> Result<Arc<Services>, String> {
+        let store = self.store().await?;
+        let services = Services::new(
+            store,
+            Arc::new(NoKey),
+            Arc::new(SystemClock),
+            Config::new("http://admin"),
+        );
+        Ok(Arc::new(services))
+    }
+
+    pub fn describe(&self) -> String {
+        match (self.args.store, self.args.signer) {
+            (StoreKind::Sqlite, SignerKind::Local) => self.data_dir.display().to_string(),
+            _ => format!(
+                "{} ({:?} store, {:?} signer)",
+                self.args
+                    .table
+                    .as_deref()
+                    .unwrap_or(&self.data_dir.display().to_string()),
+                self.args.store,
+                self.args.signer
+            ),
+        }
+    }
+}
+
+fn create_private_dir(dir: &Path) -> std::io::Result<()> {
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::DirBuilderExt as _;
+        builder.mode(0o700);
+    }
+    builder.create(dir)
+}
+
+#[derive(Args)]
+pub struct AwsInitArgs {
+    /// Also create an ECC_NIST_P256 signing key in KMS and print its id.
+    #[arg(long)]
+    create_key: bool,
+}
+
+pub async fn aws_init(backend: &Backend, args: AwsInitArgs) -> Result<(), String> {
+    let table = backend
+        .args
+        .table
+        .clone()
+        .ok_or_else(|| "aws-init needs --table NAME (or TOKENFN_TABLE)".to_owned())?;
+    let sdk = sdk_config().await;
+    let created = dynamodb::create_table(&aws_sdk_dynamodb::Client::new(&sdk), &table)
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut out = serde_json::json!({ "table": table, "table_created": created });
+    if args.create_key {
+        let key = aws_sdk_kms::Client::new(&sdk)
+            .create_key()
+            .key_spec(aws_sdk_kms::types::KeySpec::EccNistP256)
+            .key_usage(aws_sdk_kms::types::KeyUsageType::SignVerify)
+            .description("tokenfn token signing key")
+            .send()
+            .await
+            .map_err(|e| {
+                format!(
+                    "KMS CreateKey failed: {}",
+                    aws_sdk_kms::error::DisplayErrorContext(&e)
+                )
+            })?;
+        let id = key
+            .key_metadata()
+            .map(|m| m.key_id().to_owned())
+            .ok_or("KMS CreateKey returned no key id")?;
+        out["kms_key_id"] = serde_json::Value::String(id);
+    }
+    println!(
+        "{}",
+        serde_json::to_string_pretty(&out).map_err(|e| e.to_string())?
+    );
+    Ok(())
+}

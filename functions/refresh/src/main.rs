@@ -1,0 +1,16 @@
+//! The refresh function: `POST /oauth/refresh`, the refresh_token grant alone.
+
+use std::sync::Arc;
+
+use tokenfn_core::aws::{self, Keys};
+use tokenfn_core::http::refresh::RefreshRouter;
+use tokenfn_core::lambda;
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> Result<(), lambda::Error> {
+    lambda::init_logging();
+    let services = aws::init(Keys::Use)
+        .await
+        .unwrap_or_else(|e| lambda::init_failed(&e));
+    lambda::run_http(Arc::new(RefreshRouter::new(services))).await
+}

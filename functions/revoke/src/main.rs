@@ -1,0 +1,18 @@
+//! The revoke function: `POST /oauth/revoke` (RFC 7009) from API Gateway, and
+//! admin commands invoked directly, e.g.
+//! `{"action":"revoke_user","user_id":"..."}` -> `{"revoked": N}`.
+
+use std::sync::Arc;
+
+use tokenfn_core::aws::{self, Keys};
+use tokenfn_core::http::revoke::RevokeRouter;
+use tokenfn_core::lambda;
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> Result<(), lambda::Error> {
+    lambda::init_logging();
+    let services = aws::init(Keys::None)
+        .await
+        .unwrap_or_else(|e| lambda::init_failed(&e));
+    lambda::run_revoke(Arc::new(RevokeRouter::new(services.clone())), services).await
+}

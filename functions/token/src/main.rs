@@ -1,0 +1,16 @@
+//! The token function: `POST /oauth/token` (authorization_code, refresh_token, client_credentials).
+
+use std::sync::Arc;
+
+use tokenfn_core::aws::{self, Keys};
+use tokenfn_core::http::token::TokenRouter;
+use tokenfn_core::lambda;
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> Result<(), lambda::Error> {
+    lambda::init_logging();
+    let services = aws::init(Keys::Use)
+        .await
+        .unwrap_or_else(|e| lambda::init_failed(&e));
+    lambda::run_http(Arc::new(TokenRouter::new(services))).await
+}

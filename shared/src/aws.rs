@@ -1,0 +1,52 @@
+//! Wiring for AWS: the SDK configuration, the DynamoDB store and the KMS
+//! signer, built once per process (per Lambda container), outside any handler.
+
+use std::sync::Arc;
+
+use aws_config::BehaviorVersion;
+
+use crate::config::AwsSettings;
+use crate::ports::{Signer, SystemClock};
+use crate::service::Services;
+use crate::sign::{KmsSigner, NoKey};
+use crate::store::DynamoStore;
+
+/// Whether a function signs tokens or publishes keys (and so talks to KMS).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Keys {
+    Use,
+    None,
+}
+
+/// The SDK configuration from the environment (region, credentials, and
+/// `AWS_ENDPOINT_URL` for an emulator).
+pub async fn sdk_config() -> aws_config::SdkConfig {
+    aws_config::defaults(BehaviorVersion::latest()).load().await
+}
+
+/// Builds the services a function needs. With `Keys::Use` this makes the one
+/// AWS round trip of a container's init: GetPublicKey for each key, in parallel.
+pub async fn services(settings: &AwsSettings, keys: Keys) -> Result<Arc<Services>, String> {
+    let sdk = sdk_config().await;
+    let store = DynamoStore::new(aws_sdk_dynamodb::Client::new(&sdk), settings.table.clone());
+    let signer: Arc<dyn Signer> = match keys {
+        Keys::Use => Arc::new(
+            KmsSigner::new(aws_sdk_kms::Client::new(&sdk), &settings.kms_key_ids)
+                .await
+                .map_err(|e| e.to_string())?,
+        ),
+        Keys::None => Arc::new(NoKey),
+    };
+    Ok(Arc::new(Services::new(
+        Arc::new(store),
+        signer,
+        Arc::new(SystemClock),
+        settings.config.clone(),
+    )))
+}
+
+/// A function's init: settings from the environment, then the services.
+pub async fn init(keys: Keys) -> Result<Arc<Services>, String> {
+    let settings = AwsSettings::from_env(keys == Keys::Use).map_err(|e| e.to_string())?;
+    services(&settings, keys).await
+}

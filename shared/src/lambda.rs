@@ -1,0 +1,323 @@
+//! The Lambda shell around a router: API Gateway HTTP API (v2) events in,
+//! their responses out. Feature `lambda`; the function binaries use it.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use lambda_http::{Body, LambdaEvent, Service as _, service_fn};
+use serde_json::{Value, json};
+
+use crate::http::{Handler, Request, Response};
+use crate::service::Services;
+use crate::service::admin::RevokeTarget;
+
+/// JSON log lines on stdout, which Lambda sends to CloudWatch. The level
+/// comes from `TOKENFN_LOG` (default info).
+pub fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("TOKENFN_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .json()
+        .with_env_filter(filter)
+        .with_current_span(false)
+        .without_time()
+        .init();
+}
+
+/// Ends a container whose settings are wrong, naming the setting; Lambda
+/// reports the init failure with this line in the function's log.
+pub fn init_failed(message: &str) -> ! {
+    eprintln!("tokenfn: init failed: {message}");
+    tracing::error!(error = message, "init failed");
+    std::process::exit(1)
+}
+
+pub fn to_request(req: lambda_http::Request) -> Request {
+    let (parts, body) = req.into_parts();
+    let bytes = match body {
+        Body::Empty => Bytes::new(),
+        Body::Text(s) => Bytes::from(s),
+        Body::Binary(b) => Bytes::from(b),
+        // `Body` is non-exhaustive; a future kind carries no form or query we read.
+        _ => Bytes::new(),
+    };
+    http::Request::from_parts(parts, bytes)
+}
+
+pub fn to_response(resp: Response) -> lambda_http::Response<Body> {
+    let (parts, bytes) = resp.into_parts();
+    let body = if bytes.is_empty() {
+        Body::Empty
+    } else {
+        match String::from_utf8(bytes.to_vec()) {
+            Ok(text) => Body::Text(text),
+            Err(e) => Body::Binary(e.into_bytes()),
+        }
+    };
+    http::Response::from_parts(parts, body)
+}
+
+/// Runs `handler` for every API Gateway event this container receives.
+pub async fn run_http(handler: Arc<dyn Handler>) -> Result<(), lambda_http::Error> {
+    lambda_http::run(service_fn(move |req: lambda_http::Request| {
+        let handler = handler.clone();
+        async move { Ok::<_, Infallible>(to_response(handler.handle(to_request(req)).await)) }
+    }))
+    .await
+}
+
+/// The revoke function: API Gateway events go to its router; direct
+/// invocations (`aws lambda invoke`) carry an admin command such as
+/// `{"action":"revoke_user","user_id":"..."}` and get `{"revoked": N}`.
+pub async fn run_revoke(
+    handler: Arc<dyn Handler>,
+    services: Arc<Services>,
+) -> Result<(), lambda_http::Error> {
+    lambda_http::lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| {
+        let handler = handler.clone();
+        let services = services.clone();
+        async move { dispatch(handler, &services, event).await }
+    }))
+    .await
+}
+
+/// An admin command that could not be carried out, reported as the
+/// invocation's error (`errorType`, `errorMessage`).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct CommandError(String);
+
+impl From<CommandError> for lambda_http::lambda_runtime::Diagnostic {
+    fn from(e: CommandError) -> Self {
+        Self {
+            error_type: "InvalidCommand".into(),
+            error_message: e.0,
+        }
+    }
+}
+
+pub(crate) async fn dispatch(
+    handler: Arc<dyn Handler>,
+    services: &Services,
+    event: LambdaEvent<Value>,
+) -> Result<Value, CommandError> {
+    let LambdaEvent { payload, context } = event;
+    if payload.get("action").is_some() {
+        return run_command(services, payload).await;
+    }
+    let request: lambda_http::request::LambdaRequest =
+        serde_json::from_value(payload).map_err(|e| {
+            CommandError(format!(
+                "not an API Gateway event and not a command with an \"action\": {e}"
+            ))
+        })?;
+    // The same adapter lambda_http::run uses, so that the response has the
+    // shape the event's origin expects.
+    let mut adapter = lambda_http::Adapter::from(service_fn(move |req: lambda_http::Request| {
+        let handler = handler.clone();
+        async move { Ok::<_, Infallible>(to_response(handler.handle(to_request(req)).await)) }
+    }));
+    let response = adapter
+        .call(LambdaEvent::new(request, context))
+        .await
+        .map_err(|e: Infallible| CommandError(e.to_string()))?;
+    serde_json::to_value(response).map_err(|e| CommandError(e.to_string()))
+}
+
+/// Runs one admin command; every command is idempotent.
+pub async fn run_command(services: &Services, payload: Value) -> Result<Value, CommandError> {
+    let action = payload
+        .get("action")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_owned();
+    let target: RevokeTarget = serde_json::from_value(payload).map_err(|e| {
+        tracing::warn!(target: "audit", action = %action, "refused command");
+        CommandError(format!(
+            "bad command: {e}. Commands: revoke_user {{user_id}}, revoke_client {{client_id}}, \
+revoke_grant {{grant_id}}, revoke_consent {{user_id, client_id}}"
+        ))
+    })?;
+    let revoked = services
+        .revoke_target(&target)
+        .await
+        .map_err(|e| CommandError(format!("{action} failed: {e}")))?;
+    Ok(json!({ "revoked": revoked }))
+}
+pub type Error = lambda_http::Error;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+    use crate::domain::client::Lifetimes;
+    use crate::domain::{GrantType, Scopes};
+    use crate::http::discovery::DiscoveryRouter;
+    use crate::http::revoke::RevokeRouter;
+    use crate::http::token::TokenRouter;
+    use crate::ports::SystemClock;
+    use crate::service::admin::NewClient;
+    use crate::sign::LocalSigner;
+    use crate::store::SqliteStore;
+    use base64::Engine as _;
+
+    const SECRET: &str = "0123456789abcdef0123456789abcdef-svc";
+
+    async fn services() -> (Arc<Services>, tempfile::TempDir) {
+        let dir = tempfile::tempdir().unwrap();
+        let (signer, _) = LocalSigner::load_or_create(dir.path()).unwrap();
+        let services = Arc::new(Services::new(
+            Arc::new(SqliteStore::open_in_memory().unwrap()),
+            Arc::new(signer),
+            Arc::new(SystemClock),
+            Config::new("https://id.example.com"),
+        ));
+        services
+            .add_client(NewClient {
+                id: "svc".into(),
+                name: None,
+                redirect_uris: vec![],
+                secret: Some(SECRET.into()),
+                grant_types: vec![GrantType::ClientCredentials],
+                scopes: Scopes::parse("api").unwrap(),
+                lifetimes: Lifetimes::default(),
+            })
+            .await
+            .unwrap();
+        (services, dir)
+    }
+
+    /// An API Gateway HTTP API (payload format 2.0) event as Lambda delivers it.
+    fn event(method: &str, path: &str, query: &str, headers: Value, body: Option<&str>) -> Value {
+        let mut e = json!({
+            "version": "2.0",
+            "routeKey": format!("{method} {path}"),
+            "rawPath": path,
+            "rawQueryString": query,
+            "headers": headers,
+            "requestContext": {
+                "accountId": "123456789012",
+                "apiId": "a1b2c3d4e5",
+                "domainName": "id.example.com",
+                "domainPrefix": "id",
+                "http": {
+                    "method": method,
+                    "path": path,
+                    "protocol": "HTTP/1.1",
+                    "sourceIp": "192.0.2.10",
+                    "userAgent": "curl/8.5.0"
+                },
+                "requestId": "JKJaXmPLvHcESHA=",
+                "routeKey": format!("{method} {path}"),
+                "stage": "$default",
+                "time": "26/Nov/2026:14:00:00 +0000",
+                "timeEpoch": 1_795_701_600_000u64
+            },
+            "isBase64Encoded": false
+        });
+        if let Some(b) = body {
+            // API Gateway base64-encodes form bodies.
+            e["body"] = json!(base64::engine::general_purpose::STANDARD.encode(b));
+            e["isBase64Encoded"] = json!(true);
+        }
+        e
+    }
+
+    async fn through_lambda(handler: &dyn Handler, ev: Value) -> Response {
+        let req = lambda_http::request::from_str(&ev.to_string()).unwrap();
+        let resp = handler.handle(to_request(req)).await;
+        // And back the way lambda_http sends it.
+        let lambda = to_response(resp.clone());
+        assert_eq!(lambda.status(), resp.status());
+        resp
+    }
+
+    #[tokio::test]
+    async fn token_endpoint_answers_an_api_gateway_event() {
+        let (services, _dir) = services().await;
+        let router = TokenRouter::new(services);
+        let basic = format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode(format!("svc:{SECRET}"))
+        );
+        let ev = event(
+            "POST",
+            "/oauth/token",
+            "",
+            json!({"content-type": "application/x-www-form-urlencoded", "authorization": basic}),
+            Some("grant_type=client_credentials&scope=api"),
+        );
+        let resp = through_lambda(&router, ev).await;
+        assert_eq!(resp.status(), 200);
+        let body: Value = serde_json::from_slice(resp.body()).unwrap();
+        assert_eq!(body["scope"], "api");
+        assert_eq!(resp.headers()["cache-control"], "no-store");
+    }
+
+    #[tokio::test]
+    async fn discovery_answers_with_query_strings_and_wrong_methods() {
+        let (services, _dir) = services().await;
+        let router = DiscoveryRouter::new(services);
+        let ev = event("GET", "/.well-known/jwks.json", "x=1", json!({}), None);
+        let resp = through_lambda(&router, ev).await;
+        assert_eq!(resp.status(), 200);
+        let ev = event("POST", "/.well-known/jwks.json", "", json!({}), None);
+        assert_eq!(through_lambda(&router, ev).await.status(), 405);
+    }
+
+    #[tokio::test]
+    async fn revoke_function_takes_events_and_direct_commands() {
+        let (services, _dir) = services().await;
+        let handler: Arc<dyn Handler> = Arc::new(RevokeRouter::new(services.clone()));
+        let ctx = lambda_http::Context::default();
+
+        // Direct invocations: idempotent commands, clear errors.
+        let ok = json!({"action": "revoke_user", "user_id": "nobody"});
+        let out = dispatch(
+            handler.clone(),
+            &services,
+            LambdaEvent::new(ok, ctx.clone()),
+        )
+        .await;
+        assert_eq!(out.unwrap(), json!({"revoked": 0}));
+        for bad in [
+            json!({"action": "drop_everything"}),
+            json!({"action": "revoke_consent", "user_id": "u"}),
+            json!({"action": "revoke_grant", "grant_id": 7}),
+        ] {
+            let err = dispatch(
+                handler.clone(),
+                &services,
+                LambdaEvent::new(bad, ctx.clone()),
+            )
+            .await
+            .unwrap_err();
+            assert!(err.to_string().starts_with("bad command"), "{err}");
+        }
+        let err = dispatch(
+            handler.clone(),
+            &services,
+            LambdaEvent::new(json!({"hello": 1}), ctx.clone()),
+        )
+        .await
+        .unwrap_err();
+        assert!(err.to_string().contains("not an API Gateway event"));
+
+        // An API Gateway event gets an API Gateway response.
+        let ev = event(
+            "POST",
+            "/oauth/revoke",
+            "",
+            json!({"content-type": "application/x-www-form-urlencoded"}),
+            Some(&format!(
+                "token=unknown&client_id=svc&client_secret={SECRET}"
+            )),
+        );
+        let out = dispatch(handler, &services, LambdaEvent::new(ev, ctx))
+            .await
+            .unwrap();
+        assert_eq!(out["statusCode"], 200);
+        assert_eq!(out["body"], "{}");
+    }
+}
