@@ -3,7 +3,10 @@
 
 use std::sync::Arc;
 
+use std::time::Duration;
+
 use aws_config::BehaviorVersion;
+use aws_config::timeout::TimeoutConfig;
 
 use crate::config::AwsSettings;
 use crate::ports::{Signer, SystemClock};
@@ -19,9 +22,19 @@ pub enum Keys {
 }
 
 /// The SDK configuration from the environment (region, credentials, and
-/// `AWS_ENDPOINT_URL` for an emulator).
+/// `AWS_ENDPOINT_URL` for an emulator). The SDK sets no timeouts of its own;
+/// without these a stalled dependency would hold a request until Lambda
+/// kills it, instead of answering 503 with the caller's token intact.
 pub async fn sdk_config() -> aws_config::SdkConfig {
-    aws_config::defaults(BehaviorVersion::latest()).load().await
+    let timeouts = TimeoutConfig::builder()
+        .connect_timeout(Duration::from_secs(1))
+        .operation_attempt_timeout(Duration::from_secs(2))
+        .operation_timeout(Duration::from_secs(6))
+        .build();
+    aws_config::defaults(BehaviorVersion::latest())
+        .timeout_config(timeouts)
+        .load()
+        .await
 }
 
 /// Builds the services a function needs. With `Keys::Use` this makes the one

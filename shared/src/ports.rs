@@ -95,6 +95,32 @@ pub trait Store: Send + Sync {
         now: i64,
     ) -> Result<Rotated, StoreError>;
 
+    /// Takes back a redemption whose response could not be built (a
+    /// signature failed after the commit), so that the client's retry with
+    /// the same code is not taken for a replay (DESIGN invariant 7).
+    /// Atomically, and only if the grant's first refresh token (when there
+    /// is one) is still unconsumed: delete that token and the grant, and make
+    /// the code unconsumed again. Returns whether it undid anything.
+    async fn undo_redemption(
+        &self,
+        code_hash: &str,
+        grant_id: &str,
+        refresh_hash: Option<&str>,
+    ) -> Result<bool, StoreError>;
+
+    /// Takes back a rotation whose response could not be built, so that the
+    /// presented token works again (DESIGN invariant 7). `presented_hash` is
+    /// the token the client sent and `successor_hash` the one stored for it:
+    /// its direct successor, or (after a rotation within the leeway) the
+    /// successor of its successor. Atomically, and only if the successor is
+    /// still unconsumed: delete it and make the token it replaced unconsumed
+    /// again. Returns whether it undid anything.
+    async fn undo_rotation(
+        &self,
+        presented_hash: &str,
+        successor_hash: &str,
+    ) -> Result<bool, StoreError>;
+
     // Grants and revocation. Each returns how many active grants it revoked.
     async fn get_grant(&self, id: &str) -> Result<Option<Grant>, StoreError>;
     /// The user's grants that are neither revoked nor expired.

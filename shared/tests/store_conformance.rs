@@ -102,6 +102,14 @@ macro_rules! conformance {
             revoke_consent_forgets_and_revokes,
             list_grants_shows_active_newest_first,
             concurrent_rotations_have_one_winner,
+            undo_redemption_lets_the_code_be_redeemed_again,
+            undo_redemption_refused_after_rotation,
+            undo_redemption_without_refresh_token,
+            undo_redemption_refused_for_revoked_grant,
+            undo_rotation_restores_the_presented_token,
+            undo_rotation_refused_after_successor_rotated,
+            undo_rotation_on_the_leeway_path,
+            undos_with_unrelated_hashes_are_refused,
         );
     };
     (@tests $backend:ident, $build:ident, $($check:ident),+ $(,)?) => {
@@ -1111,4 +1119,354 @@ async fn concurrent_rotations_have_one_winner(store: Arc<dyn Store>) {
         .unwrap()
         .token;
     assert_eq!(old.successor_hash, Some(stored[0].clone()));
+}
+
+// ---------------------------------------------------------------- undo after a failed response
+//
+// The token service commits a redemption or rotation in parallel with
+// signing its response; if signing fails, it takes the write back so that
+// the client's retry works (invariant 7).
+
+async fn undo_redemption(
+    store: &dyn Store,
+    code_hash: &str,
+    grant_id: &str,
+    refresh_hash: Option<&str>,
+) -> bool {
+    store
+        .undo_redemption(code_hash, grant_id, refresh_hash)
+        .await
+        .expect("undo_redemption")
+}
+
+async fn undo_rotation(
+    store: &dyn Store,
+    presented: &RefreshToken,
+    successor: &RefreshToken,
+) -> bool {
+    store
+        .undo_rotation(&presented.hash, &successor.hash)
+        .await
+        .expect("undo_rotation")
+}
+
+/// The refresh token as stored (consumed or not), at `now`.
+async fn stored_token(store: &dyn Store, t: &RefreshToken, now: i64) -> RefreshToken {
+    store
+        .find_refresh(&t.hash, now)
+        .await
+        .expect("find_refresh")
+        .expect("the token exists")
+        .token
+}
+
+async fn undo_redemption_lets_the_code_be_redeemed_again(store: Arc<dyn Store>) {
+    let c = code("code-1", "g1", T);
+    store.put_code(&c).await.unwrap();
+    let g = grant("g1", "u1", "app", T + 1);
+    let first = token("refresh-1", &g, T + 1);
+    assert_eq!(
+        store
+            .redeem_code(&c.hash, &g, Some(&first), T + 1)
+            .await
+            .unwrap(),
+        Redeemed::Issued
+    );
+
+    assert!(undo_redemption(&*store, &c.hash, "g1", Some(&first.hash)).await);
+    assert_eq!(store.find_refresh(&first.hash, T + 2).await.unwrap(), None);
+    assert_eq!(store.get_grant("g1").await.unwrap(), None);
+    assert!(
+        store.list_grants("u1", T + 2).await.unwrap().is_empty(),
+        "the grant left the index too"
+    );
+    let found = store
+        .find_code(&c.hash, T + 2)
+        .await
+        .unwrap()
+        .expect("the code is still there");
+    assert_eq!(found.consumed_at, None, "the code is unconsumed again");
+    assert!(
+        !undo_redemption(&*store, &c.hash, "g1", Some(&first.hash)).await,
+        "a second undo has nothing to take back"
+    );
+
+    // The client's retry with the same code is a first redemption, not a replay.
+    let g = grant("g1", "u1", "app", T + 3);
+    let retried = token("refresh-2", &g, T + 3);
+    assert_eq!(
+        store
+            .redeem_code(&c.hash, &g, Some(&retried), T + 3)
+            .await
+            .unwrap(),
+        Redeemed::Issued
+    );
+    assert_eq!(store.get_grant("g1").await.unwrap(), Some(g.clone()));
+    let view = store
+        .find_refresh(&retried.hash, T + 3)
+        .await
+        .unwrap()
+        .expect("the retry's refresh token");
+    assert_eq!(view.token, retried);
+    assert_eq!(view.grant, g, "the grant as created by the retry");
+    assert_eq!(store.find_refresh(&first.hash, T + 3).await.unwrap(), None);
+    assert_eq!(
+        rotate(&*store, &retried, &token("refresh-3", &g, T + 4), 0, T + 4).await,
+        Rotated::Rotated
+    );
+}
+
+async fn undo_redemption_refused_after_rotation(store: Arc<dyn Store>) {
+    let g = grant("g1", "u1", "app", T);
+    let r0 = issue(&*store, &g, "r0").await;
+    let code_hash = hash("code for g1");
+    let r1 = token("r1", &g, T + 10);
+    assert_eq!(rotate(&*store, &r0, &r1, 0, T + 10).await, Rotated::Rotated);
+
+    // The first token was delivered (it was rotated): the redemption stands.
+    assert!(!undo_redemption(&*store, &code_hash, "g1", Some(&r0.hash)).await);
+    assert!(store.get_grant("g1").await.unwrap().is_some());
+    let r0_now = stored_token(&*store, &r0, T + 11).await;
+    assert_eq!(r0_now.consumed_at, Some(T + 10));
+    assert_eq!(r0_now.successor_hash.as_deref(), Some(r1.hash.as_str()));
+    assert_eq!(consumed_at(&*store, &r1, T + 11).await, None);
+    let c = store.find_code(&code_hash, T + 11).await.unwrap().unwrap();
+    assert_eq!(c.consumed_at, Some(T), "the code stays consumed");
+    assert_eq!(
+        store
+            .redeem_code(&code_hash, &grant("g2", "u1", "app", T + 11), None, T + 11)
+            .await
+            .unwrap(),
+        Redeemed::Replayed {
+            grant_id: "g1".into()
+        }
+    );
+    assert_eq!(
+        rotate(&*store, &r1, &token("r2", &g, T + 12), 0, T + 12).await,
+        Rotated::Rotated
+    );
+}
+
+async fn undo_redemption_without_refresh_token(store: Arc<dyn Store>) {
+    let c = code("code-1", "g1", T);
+    store.put_code(&c).await.unwrap();
+    let g = grant("g1", "u1", "app", T);
+    assert_eq!(
+        store.redeem_code(&c.hash, &g, None, T).await.unwrap(),
+        Redeemed::Issued
+    );
+
+    assert!(undo_redemption(&*store, &c.hash, "g1", None).await);
+    assert_eq!(store.get_grant("g1").await.unwrap(), None);
+    assert!(store.list_grants("u1", T + 1).await.unwrap().is_empty());
+    let found = store.find_code(&c.hash, T + 1).await.unwrap().unwrap();
+    assert_eq!(found.consumed_at, None);
+    assert!(!undo_redemption(&*store, &c.hash, "g1", None).await);
+
+    let g = grant("g1", "u1", "app", T + 2);
+    assert_eq!(
+        store.redeem_code(&c.hash, &g, None, T + 2).await.unwrap(),
+        Redeemed::Issued
+    );
+    assert_eq!(store.get_grant("g1").await.unwrap(), Some(g));
+}
+
+/// A grant revoked since its redemption (a replay of the code, an admin)
+/// is not taken back: the code would become redeemable again and the
+/// revocation would be forgotten.
+async fn undo_redemption_refused_for_revoked_grant(store: Arc<dyn Store>) {
+    let g = grant("g1", "u1", "app", T);
+    let r0 = issue(&*store, &g, "r0").await;
+    let code_hash = hash("code for g1");
+    assert_eq!(store.revoke_grant("g1", T + 1).await.unwrap(), 1);
+
+    assert!(!undo_redemption(&*store, &code_hash, "g1", Some(&r0.hash)).await);
+    assert_eq!(
+        store.get_grant("g1").await.unwrap().unwrap().revoked_at,
+        Some(T + 1)
+    );
+    assert_eq!(consumed_at(&*store, &r0, T + 2).await, None);
+    let c = store.find_code(&code_hash, T + 2).await.unwrap().unwrap();
+    assert_eq!(c.consumed_at, Some(T));
+    assert_eq!(
+        store
+            .redeem_code(&code_hash, &grant("g2", "u1", "app", T + 2), None, T + 2)
+            .await
+            .unwrap(),
+        Redeemed::Replayed {
+            grant_id: "g1".into()
+        }
+    );
+}
+
+async fn undo_rotation_restores_the_presented_token(store: Arc<dyn Store>) {
+    let g = grant("g1", "u1", "app", T);
+    let r0 = issue(&*store, &g, "r0").await;
+    let r1 = token("r1", &g, T + 10);
+    assert_eq!(rotate(&*store, &r0, &r1, 0, T + 10).await, Rotated::Rotated);
+
+    assert!(undo_rotation(&*store, &r0, &r1).await);
+    assert_eq!(store.find_refresh(&r1.hash, T + 11).await.unwrap(), None);
+    assert_eq!(stored_token(&*store, &r0, T + 11).await, r0, "as issued");
+    assert!(
+        !undo_rotation(&*store, &r0, &r1).await,
+        "a second undo has nothing to take back"
+    );
+    assert_eq!(
+        store.get_grant("g1").await.unwrap().unwrap().last_used_at,
+        T + 10,
+        "the grant's last use is left alone"
+    );
+
+    // The client's retry with the same token rotates, without any leeway.
+    let r1b = token("r1b", &g, T + 12);
+    assert_eq!(
+        rotate(&*store, &r0, &r1b, 0, T + 12).await,
+        Rotated::Rotated
+    );
+    let r0_now = stored_token(&*store, &r0, T + 12).await;
+    assert_eq!(r0_now.consumed_at, Some(T + 12));
+    assert_eq!(r0_now.successor_hash.as_deref(), Some(r1b.hash.as_str()));
+    assert_eq!(store.find_refresh(&r1.hash, T + 12).await.unwrap(), None);
+    assert_eq!(
+        rotate(&*store, &r1b, &token("r2", &g, T + 13), 0, T + 13).await,
+        Rotated::Rotated
+    );
+}
+
+async fn undo_rotation_refused_after_successor_rotated(store: Arc<dyn Store>) {
+    let g = grant("g1", "u1", "app", T);
+    let r0 = issue(&*store, &g, "r0").await;
+    let r1 = token("r1", &g, T + 10);
+    let r2 = token("r2", &g, T + 20);
+    assert_eq!(rotate(&*store, &r0, &r1, 0, T + 10).await, Rotated::Rotated);
+    assert_eq!(rotate(&*store, &r1, &r2, 0, T + 20).await, Rotated::Rotated);
+
+    // r1 was delivered (it was rotated in turn): its issue stands.
+    assert!(!undo_rotation(&*store, &r0, &r1).await);
+    let r0_now = stored_token(&*store, &r0, T + 21).await;
+    assert_eq!(r0_now.consumed_at, Some(T + 10));
+    assert_eq!(r0_now.successor_hash.as_deref(), Some(r1.hash.as_str()));
+    let r1_now = stored_token(&*store, &r1, T + 21).await;
+    assert_eq!(r1_now.consumed_at, Some(T + 20));
+    assert_eq!(r1_now.successor_hash.as_deref(), Some(r2.hash.as_str()));
+    assert_eq!(consumed_at(&*store, &r2, T + 21).await, None);
+    assert_eq!(
+        rotate(&*store, &r0, &token("x", &g, T + 21), 0, T + 21).await,
+        Rotated::Reused {
+            grant_id: "g1".into()
+        }
+    );
+}
+
+async fn undo_rotation_on_the_leeway_path(store: Arc<dyn Store>) {
+    let g = grant("g1", "u1", "app", T);
+    let a = issue(&*store, &g, "a").await;
+    let b = token("b", &g, T + 100);
+    assert_eq!(rotate(&*store, &a, &b, 10, T + 100).await, Rotated::Rotated);
+    // The client never received b and retries with a: the store rotates b to c.
+    let c = token("c", &g, T + 105);
+    assert_eq!(rotate(&*store, &a, &c, 10, T + 105).await, Rotated::Rotated);
+
+    // The response carrying c failed too: c goes, b is unconsumed again.
+    assert!(undo_rotation(&*store, &a, &c).await);
+    assert_eq!(store.find_refresh(&c.hash, T + 106).await.unwrap(), None);
+    assert_eq!(stored_token(&*store, &b, T + 106).await, b, "as issued");
+    let a_now = stored_token(&*store, &a, T + 106).await;
+    assert_eq!(a_now.consumed_at, Some(T + 100), "a itself stays consumed");
+    assert_eq!(a_now.successor_hash.as_deref(), Some(b.hash.as_str()));
+    assert!(!undo_rotation(&*store, &a, &c).await);
+
+    // b rotates: here through the client's next retry with a, within the leeway.
+    let d = token("d", &g, T + 107);
+    assert_eq!(rotate(&*store, &a, &d, 10, T + 107).await, Rotated::Rotated);
+    let b_now = stored_token(&*store, &b, T + 107).await;
+    assert_eq!(b_now.consumed_at, Some(T + 107));
+    assert_eq!(b_now.successor_hash.as_deref(), Some(d.hash.as_str()));
+    assert_eq!(consumed_at(&*store, &d, T + 107).await, None);
+}
+
+async fn undos_with_unrelated_hashes_are_refused(store: Arc<dyn Store>) {
+    let g1 = grant("g1", "u1", "app", T);
+    let g2 = grant("g2", "u1", "app", T);
+    let a0 = issue(&*store, &g1, "a0").await;
+    let b0 = issue(&*store, &g2, "b0").await;
+    let (code1, code2) = (hash("code for g1"), hash("code for g2"));
+    let a1 = token("a1", &g1, T + 10);
+    assert_eq!(rotate(&*store, &a0, &a1, 0, T + 10).await, Rotated::Rotated);
+    let unknown = token("unknown", &g1, T + 10);
+
+    // Rotations.
+    assert!(!undo_rotation(&*store, &unknown, &a1).await);
+    assert!(!undo_rotation(&*store, &a0, &unknown).await);
+    assert!(!undo_rotation(&*store, &a1, &a0).await, "backwards");
+    assert!(
+        !undo_rotation(&*store, &b0, &a1).await,
+        "another grant's token"
+    );
+    assert!(
+        !undo_rotation(&*store, &a0, &b0).await,
+        "another grant's token"
+    );
+
+    // Redemptions.
+    assert!(!undo_redemption(&*store, &hash("no such code"), "g2", None).await);
+    assert!(!undo_redemption(&*store, &hash("no such code"), "g2", Some(&b0.hash)).await);
+    assert!(
+        !undo_redemption(&*store, &code1, "g2", Some(&b0.hash)).await,
+        "another code"
+    );
+    assert!(
+        !undo_redemption(&*store, &code2, "g1", None).await,
+        "another grant"
+    );
+    assert!(
+        !undo_redemption(&*store, &code2, "g2", Some(&a1.hash)).await,
+        "another grant's token"
+    );
+    assert!(
+        !undo_redemption(&*store, &code2, "g2", Some(&unknown.hash)).await,
+        "an unknown token"
+    );
+    let unused = code("unused", "g3", T);
+    store.put_code(&unused).await.unwrap();
+    assert!(
+        !undo_redemption(&*store, &unused.hash, "g3", None).await,
+        "never redeemed"
+    );
+
+    // Nothing changed.
+    assert_eq!(
+        store.get_grant("g1").await.unwrap(),
+        Some(Grant {
+            last_used_at: T + 10,
+            ..g1.clone()
+        })
+    );
+    assert_eq!(store.get_grant("g2").await.unwrap(), Some(g2.clone()));
+    for c in [&code1, &code2] {
+        assert_eq!(
+            store
+                .find_code(c, T + 11)
+                .await
+                .unwrap()
+                .unwrap()
+                .consumed_at,
+            Some(T)
+        );
+    }
+    assert_eq!(
+        store
+            .find_code(&unused.hash, T + 11)
+            .await
+            .unwrap()
+            .unwrap()
+            .consumed_at,
+        None
+    );
+    let a0_now = stored_token(&*store, &a0, T + 11).await;
+    assert_eq!(a0_now.consumed_at, Some(T + 10));
+    assert_eq!(a0_now.successor_hash.as_deref(), Some(a1.hash.as_str()));
+    assert_eq!(stored_token(&*store, &a1, T + 11).await, a1);
+    assert_eq!(stored_token(&*store, &b0, T + 11).await, b0);
 }

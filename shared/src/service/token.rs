@@ -151,7 +151,22 @@ impl Services {
                 ));
             }
         }
-        let (access_token, id_token) = minted?;
+        let (access_token, id_token) = match minted {
+            Ok(tokens) => tokens,
+            Err(e) => {
+                // The code was redeemed but no tokens can be handed out: take
+                // the redemption back so the client's retry is not a replay.
+                let refresh_hash = record.as_ref().map(|r| r.hash.as_str());
+                if let Err(undo) = self
+                    .store
+                    .undo_redemption(&code_hash, &grant.id, refresh_hash)
+                    .await
+                {
+                    tracing::error!(grant = %grant.id, error = %undo, "could not undo a redemption");
+                }
+                return Err(e);
+            }
+        };
         tracing::info!(grant = %grant.id, client = %client.id, refresh, "code redeemed");
         Ok(TokenResponse {
             access_token,
@@ -227,7 +242,17 @@ impl Services {
                 ));
             }
         }
-        let (access_token, id_token) = minted?;
+        let (access_token, id_token) = match minted {
+            Ok(tokens) => tokens,
+            Err(e) => {
+                // Rotated but nothing to hand out: put the presented token
+                // back so that the client's retry works (DESIGN invariant 7).
+                if let Err(undo) = self.store.undo_rotation(&old_hash, &successor.hash).await {
+                    tracing::error!(grant = %view.grant.id, error = %undo, "could not undo a rotation");
+                }
+                return Err(e);
+            }
+        };
         tracing::info!(grant = %view.grant.id, client = %client.id, token = log_prefix(&old_hash), "refresh token rotated");
         Ok(TokenResponse {
             access_token,

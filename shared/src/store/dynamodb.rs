@@ -53,8 +53,8 @@ use aws_sdk_dynamodb::Client as DynamoClient;
 use aws_sdk_dynamodb::error::{BuildError, DisplayErrorContext, SdkError};
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 use aws_sdk_dynamodb::types::{
-    AttributeDefinition, AttributeValue, BillingMode, CancellationReason, GlobalSecondaryIndex,
-    IndexStatus, KeySchemaElement, KeyType, Projection, ProjectionType, Put,
+    AttributeDefinition, AttributeValue, BillingMode, CancellationReason, Delete,
+    GlobalSecondaryIndex, IndexStatus, KeySchemaElement, KeyType, Projection, ProjectionType, Put,
     ReturnValuesOnConditionCheckFailure, ScalarAttributeType, TableStatus, TimeToLiveSpecification,
     TimeToLiveStatus, TransactWriteItem, Update,
 };
@@ -146,6 +146,15 @@ impl DynamoStore {
         }
         cache.insert(snapshot.id.clone(), Arc::clone(&snapshot));
         snapshot
+    }
+
+    /// Drops a grant's snapshot: after `undo_redemption` deleted the grant,
+    /// a retried redemption creates it again with new times.
+    fn forget(&self, grant_id: &str) {
+        self.snapshots
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(grant_id);
     }
 
     fn remembered(&self, grant_id: &str) -> Option<Arc<GrantSnapshot>> {
@@ -312,6 +321,25 @@ impl DynamoStore {
                 .return_values_on_condition_check_failure(
                     ReturnValuesOnConditionCheckFailure::AllOld,
                 )
+                .build(),
+        )
+    }
+
+    /// Deletes the token `hash` if it exists, is unconsumed and belongs to
+    /// grant `grant_id`: the half of an undo that takes back a token never
+    /// delivered (and so never rotated).
+    fn delete_unconsumed_token(&self, hash: &str, grant_id: &str) -> Result<Delete, StoreError> {
+        built(
+            Delete::builder()
+                .table_name(&self.table)
+                .key(PK, s(refresh_key(hash)))
+                .condition_expression(
+                    "attribute_exists(#pk) AND attribute_not_exists(#consumed) AND #grant = :grant",
+                )
+                .expression_attribute_names("#pk", PK)
+                .expression_attribute_names("#consumed", "consumed_at")
+                .expression_attribute_names("#grant", "grant_id")
+                .expression_attribute_values(":grant", s(grant_id))
                 .build(),
         )
     }
@@ -519,6 +547,11 @@ const TRANSACTION_CONFLICT: &str = "TransactionConflict";
 /// Whether the `at`-th action of a cancelled transaction failed its condition.
 fn failed(reasons: &[CancellationReason], at: usize) -> bool {
     reasons.get(at).and_then(|r| r.code()) == Some(CONDITION_FAILED)
+}
+
+/// Whether any action of a cancelled transaction failed its condition.
+fn any_failed(reasons: &[CancellationReason]) -> bool {
+    reasons.iter().any(|r| r.code() == Some(CONDITION_FAILED))
 }
 
 fn cancelled(op: &str, reasons: &[CancellationReason]) -> StoreError {
@@ -842,6 +875,125 @@ impl Store for DynamoStore {
             Attempt::Rotated => Ok(Rotated::Rotated),
             Attempt::GrantInactive => Ok(Rotated::Invalid),
             Attempt::TokenRefused(_) => Ok(reused),
+        }
+    }
+
+    /// One TransactWriteItems: Update the code (consumed, for this grant;
+    /// `consumed_at` removed), Delete the grant (present and unrevoked; its
+    /// index entries go with the item), Delete the first refresh token if
+    /// there is one (unconsumed, of this grant). A condition failure is
+    /// `false`: nothing was written.
+    ///
+    /// The grant must be unrevoked: one revoked since the redemption (a
+    /// replay of the code, an admin) is never taken back, or the code would
+    /// become redeemable again and the revocation forgotten.
+    async fn undo_redemption(
+        &self,
+        code_hash: &str,
+        grant_id: &str,
+        refresh_hash: Option<&str>,
+    ) -> Result<bool, StoreError> {
+        let restore_code = built(
+            Update::builder()
+                .table_name(&self.table)
+                .key(PK, s(code_key(code_hash)))
+                .update_expression("REMOVE #consumed")
+                .condition_expression(
+                    "attribute_exists(#pk) AND attribute_exists(#consumed) AND #grant = :grant",
+                )
+                .expression_attribute_names("#pk", PK)
+                .expression_attribute_names("#consumed", "consumed_at")
+                .expression_attribute_names("#grant", "grant_id")
+                .expression_attribute_values(":grant", s(grant_id))
+                .build(),
+        )?;
+        let delete_grant = built(
+            Delete::builder()
+                .table_name(&self.table)
+                .key(PK, s(grant_key(grant_id)))
+                .condition_expression("attribute_exists(#pk) AND attribute_not_exists(#revoked)")
+                .expression_attribute_names("#pk", PK)
+                .expression_attribute_names("#revoked", "revoked_at")
+                .build(),
+        )?;
+        let mut items = vec![
+            TransactWriteItem::builder().update(restore_code).build(),
+            TransactWriteItem::builder().delete(delete_grant).build(),
+        ];
+        if let Some(refresh_hash) = refresh_hash {
+            items.push(
+                TransactWriteItem::builder()
+                    .delete(self.delete_unconsumed_token(refresh_hash, grant_id)?)
+                    .build(),
+            );
+        }
+        match self.transact("undo_redemption", items).await? {
+            Transacted::Committed => {
+                self.forget(grant_id);
+                Ok(true)
+            }
+            Transacted::Cancelled(reasons) if any_failed(&reasons) => Ok(false),
+            Transacted::Cancelled(reasons) => Err(cancelled("undo_redemption", &reasons)),
+        }
+    }
+
+    /// A consistent GetItem of the presented token, a second of its
+    /// successor when the leeway path must be followed, then one
+    /// TransactWriteItems: Update the replaced token (still naming
+    /// `successor_hash`; `consumed_at` and `successor_hash` removed), Delete
+    /// the successor (unconsumed, of the same grant). A condition failure is
+    /// `false`: nothing was written. This is a failure path, outside the
+    /// round-trip budget.
+    async fn undo_rotation(
+        &self,
+        presented_hash: &str,
+        successor_hash: &str,
+    ) -> Result<bool, StoreError> {
+        let Some(presented) = self
+            .get("undo_rotation", refresh_key(presented_hash), true)
+            .await?
+        else {
+            return Ok(false);
+        };
+        let presented = refresh_from(&presented)?;
+        // The token that `successor_hash` replaced: the presented one, or
+        // (after a rotation within the leeway) the presented one's successor.
+        let predecessor = match presented.successor_hash.as_deref() {
+            None => return Ok(false),
+            Some(next) if next == successor_hash => presented,
+            Some(next) => {
+                let Some(item) = self.get("undo_rotation", refresh_key(next), true).await? else {
+                    return Ok(false);
+                };
+                let next = refresh_from(&item)?;
+                if next.successor_hash.as_deref() != Some(successor_hash) {
+                    return Ok(false);
+                }
+                next
+            }
+        };
+        let restore = built(
+            Update::builder()
+                .table_name(&self.table)
+                .key(PK, s(refresh_key(&predecessor.hash)))
+                .update_expression("REMOVE #consumed, #successor")
+                .condition_expression("attribute_exists(#pk) AND #successor = :successor")
+                .expression_attribute_names("#pk", PK)
+                .expression_attribute_names("#consumed", "consumed_at")
+                .expression_attribute_names("#successor", "successor_hash")
+                .expression_attribute_values(":successor", s(successor_hash))
+                .build(),
+        )?;
+        let items = vec![
+            TransactWriteItem::builder().update(restore).build(),
+            TransactWriteItem::builder()
+                .delete(self.delete_unconsumed_token(successor_hash, &predecessor.grant_id)?)
+                .build(),
+        ];
+        match self.transact("undo_rotation", items).await? {
+            Transacted::Committed => Ok(true),
+            Transacted::Cancelled(reasons) if any_failed(&reasons) => Ok(false),
+            Transacted::Cancelled(reasons) => Err(cancelled("undo_rotation", &reasons)),
         }
     }
 
@@ -1880,6 +2032,67 @@ mod tests {
                 Rotated::Invalid
             );
             assert_eq!(calls.take(), ["TransactWriteItems"]);
+        }
+
+        /// The undos run only after a failed signature, outside the budget;
+        /// still, each write is one transaction.
+        #[tokio::test]
+        async fn undos_are_one_transaction_after_their_reads() {
+            let calls = Calls::default();
+            let client = client(&calls).await;
+            let table = table(&client, "undo").await;
+            let store = DynamoStore::new(client, table);
+            let g = grant("g1");
+            let c = code("code", "g1");
+            store.put_code(&c).await.unwrap();
+            let r0 = token("r0", &g, T);
+            store.redeem_code(&c.hash, &g, Some(&r0), T).await.unwrap();
+            calls.take();
+
+            assert!(
+                store
+                    .undo_redemption(&c.hash, "g1", Some(&r0.hash))
+                    .await
+                    .unwrap()
+            );
+            assert_eq!(calls.take(), ["TransactWriteItems"]);
+            assert!(
+                !store
+                    .undo_redemption(&c.hash, "g1", Some(&r0.hash))
+                    .await
+                    .unwrap()
+            );
+            assert_eq!(calls.take(), ["TransactWriteItems"]);
+
+            store
+                .redeem_code(&c.hash, &g, Some(&r0), T + 1)
+                .await
+                .unwrap();
+            let r1 = token("r1", &g, T + 10);
+            store
+                .rotate_refresh(&r0.hash, &r1, 5, T + 10)
+                .await
+                .unwrap();
+            calls.take();
+            assert!(store.undo_rotation(&r0.hash, &r1.hash).await.unwrap());
+            assert_eq!(calls.take(), ["GetItem", "TransactWriteItems"]);
+
+            // The leeway path reads the presented token's successor too.
+            store
+                .rotate_refresh(&r0.hash, &r1, 5, T + 11)
+                .await
+                .unwrap();
+            let r2 = token("r2", &g, T + 12);
+            assert_eq!(
+                store
+                    .rotate_refresh(&r0.hash, &r2, 5, T + 12)
+                    .await
+                    .unwrap(),
+                Rotated::Rotated
+            );
+            calls.take();
+            assert!(store.undo_rotation(&r0.hash, &r2.hash).await.unwrap());
+            assert_eq!(calls.take(), ["GetItem", "GetItem", "TransactWriteItems"]);
         }
 
         #[tokio::test]

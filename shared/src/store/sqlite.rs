@@ -640,6 +640,48 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn undo_redemption(
+        &self,
+        code_hash: &str,
+        grant_id: &str,
+        refresh_hash: Option<&str>,
+    ) -> Result<bool, StoreError> {
+        let code_hash = code_hash.to_owned();
+        let grant_id = grant_id.to_owned();
+        let refresh_hash = refresh_hash.map(str::to_owned);
+        self.run("undo_redemption", move |conn| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let undone = undo_redemption_in(&tx, &code_hash, &grant_id, refresh_hash.as_deref())?;
+            if undone {
+                tx.commit()?;
+            } else {
+                tx.rollback()?;
+            }
+            Ok(undone)
+        })
+        .await
+    }
+
+    async fn undo_rotation(
+        &self,
+        presented_hash: &str,
+        successor_hash: &str,
+    ) -> Result<bool, StoreError> {
+        let presented_hash = presented_hash.to_owned();
+        let successor_hash = successor_hash.to_owned();
+        self.run("undo_rotation", move |conn| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let undone = undo_rotation_in(&tx, &presented_hash, &successor_hash)?;
+            if undone {
+                tx.commit()?;
+            } else {
+                tx.rollback()?;
+            }
+            Ok(undone)
+        })
+        .await
+    }
+
     async fn get_grant(&self, id: &str) -> Result<Option<Grant>, StoreError> {
         let id = id.to_owned();
         self.run("get_grant", move |conn| {
@@ -843,6 +885,108 @@ fn rotate_in(
     tx.prepare_cached("UPDATE grants SET last_used_at = ?2 WHERE id = ?1")?
         .execute(params![old.grant_id, now])?;
     Ok(Rotated::Rotated)
+}
+
+/// The body of `undo_redemption`, inside its immediate transaction. Writes
+/// only when it returns `true`.
+///
+/// Besides the port's conditions, the grant must exist and be unrevoked: a
+/// grant revoked since the redemption (a replay of the code, an admin) is
+/// never taken back, or the code would become redeemable again and the
+/// revocation would be forgotten.
+fn undo_redemption_in(
+    tx: &Transaction<'_>,
+    code_hash: &str,
+    grant_id: &str,
+    refresh_hash: Option<&str>,
+) -> Result<bool, Failure> {
+    let code_redeemed_for_grant = tx
+        .prepare_cached(
+            "SELECT 1 FROM codes
+             WHERE hash = ?1 AND consumed_at IS NOT NULL AND grant_id = ?2",
+        )?
+        .query_row(params![code_hash, grant_id], |_| Ok(()))
+        .optional()?
+        .is_some();
+    if !code_redeemed_for_grant {
+        return Ok(false);
+    }
+    let grant_unrevoked = tx
+        .prepare_cached("SELECT 1 FROM grants WHERE id = ?1 AND revoked_at IS NULL")?
+        .query_row([grant_id], |_| Ok(()))
+        .optional()?
+        .is_some();
+    if !grant_unrevoked {
+        return Ok(false);
+    }
+    if let Some(refresh_hash) = refresh_hash {
+        let deleted = tx
+            .prepare_cached(
+                "DELETE FROM refresh_tokens
+                 WHERE hash = ?1 AND grant_id = ?2 AND consumed_at IS NULL",
+            )?
+            .execute(params![refresh_hash, grant_id])?;
+        if deleted != 1 {
+            // Rotated already (or never stored): the redemption stands.
+            return Ok(false);
+        }
+    }
+    // The indexes on grants follow the row.
+    tx.prepare_cached("DELETE FROM grants WHERE id = ?1")?
+        .execute([grant_id])?;
+    tx.prepare_cached("UPDATE codes SET consumed_at = NULL WHERE hash = ?1")?
+        .execute([code_hash])?;
+    Ok(true)
+}
+
+/// The body of `undo_rotation`, inside its immediate transaction. Writes
+/// only when it returns `true`.
+fn undo_rotation_in(
+    tx: &Transaction<'_>,
+    presented_hash: &str,
+    successor_hash: &str,
+) -> Result<bool, Failure> {
+    // The token that `successor_hash` replaced: the presented one, or (after
+    // a rotation within the leeway) the presented one's successor.
+    let Some(next) = successor_of(tx, presented_hash)? else {
+        return Ok(false);
+    };
+    let predecessor = if next == successor_hash {
+        presented_hash.to_owned()
+    } else if successor_of(tx, &next)?.as_deref() == Some(successor_hash) {
+        next
+    } else {
+        return Ok(false);
+    };
+    let deleted = tx
+        .prepare_cached(
+            "DELETE FROM refresh_tokens
+             WHERE hash = ?1 AND consumed_at IS NULL
+               AND grant_id = (SELECT grant_id FROM refresh_tokens WHERE hash = ?2)",
+        )?
+        .execute(params![successor_hash, predecessor])?;
+    if deleted != 1 {
+        // The successor was rotated in turn (or is gone): it was delivered.
+        return Ok(false);
+    }
+    let restored = tx
+        .prepare_cached(
+            "UPDATE refresh_tokens SET consumed_at = NULL, successor_hash = NULL
+             WHERE hash = ?1 AND successor_hash = ?2",
+        )?
+        .execute(params![predecessor, successor_hash])?;
+    // Cannot be 0 under the write lock after the reads above; if it were,
+    // returning false rolls the deletion back.
+    Ok(restored == 1)
+}
+
+/// The successor named by the token `hash`, if it exists and has one.
+fn successor_of(tx: &Transaction<'_>, hash: &str) -> Result<Option<String>, Failure> {
+    Ok(tx
+        .prepare_cached("SELECT successor_hash FROM refresh_tokens WHERE hash = ?1")?
+        .query_row([hash], |row| row.get::<_, Option<String>>(0))
+        .optional()?
+        .flatten())
 }
 
 /// Whether the token `hash` exists, is unconsumed and within its idle lifetime.

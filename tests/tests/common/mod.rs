@@ -3,6 +3,13 @@
 //! the browser (cookie jar, redirects followed by hand, HTML forms) and the app
 //! (the `openidconnect` and `oauth2` crates).
 //!
+//! The backend is the embedded one (SQLite and a key file in the data
+//! directory) unless `TOKENFN_BLACKBOX_BACKEND=aws`: then each data directory
+//! gets its own DynamoDB table and KMS key from `tokenfn aws-init` (at
+//! `AWS_ENDPOINT_URL`, moto's server in scripts/test.sh), and every `tokenfn`
+//! run through this harness on that directory gets `--store dynamodb --table
+//! T --signer kms --kms-key-id K` (besides `--data-dir`, which is then unused).
+//!
 //! Every test binary uses a different subset of these helpers.
 #![allow(dead_code)]
 
@@ -11,7 +18,8 @@ use std::ffi::OsString;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::{Arc, Mutex, mpsc};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, mpsc};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -99,8 +107,180 @@ pub fn tokenfn_bin() -> PathBuf {
 
 fn base_command() -> Command {
     let mut cmd = Command::new(tokenfn_bin());
-    cmd.env_remove("TOKENFN_DATA_DIR");
+    // The backend is chosen by the harness alone, never by the environment
+    // the tests happen to run in.
+    for var in [
+        "TOKENFN_DATA_DIR",
+        "TOKENFN_STORE",
+        "TOKENFN_TABLE",
+        "TOKENFN_SIGNER",
+        "TOKENFN_KMS_KEY_IDS",
+    ] {
+        cmd.env_remove(var);
+    }
     cmd
+}
+
+// ---------------------------------------------------------------------------
+// The backend: embedded (default) or DynamoDB + KMS
+// ---------------------------------------------------------------------------
+
+/// Selects the backend the suite runs `tokenfn` on: unset, empty or
+/// `embedded` for SQLite and a local key, `aws` for DynamoDB and KMS.
+pub const BACKEND_ENV: &str = "TOKENFN_BLACKBOX_BACKEND";
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    /// SQLite and a local key file in the data directory.
+    Embedded,
+    /// DynamoDB and KMS at `AWS_ENDPOINT_URL`.
+    Aws,
+}
+
+/// The backend selected by [`BACKEND_ENV`]; panics on an unknown value.
+pub fn backend() -> Backend {
+    static BACKEND: OnceLock<Backend> = OnceLock::new();
+    *BACKEND.get_or_init(
+        || match std::env::var(BACKEND_ENV).unwrap_or_default().trim() {
+            "" | "embedded" => Backend::Embedded,
+            "aws" => Backend::Aws,
+            other => panic!("{BACKEND_ENV}={other:?}: expected `aws` or `embedded` (or unset)"),
+        },
+    )
+}
+
+pub fn is_aws() -> bool {
+    backend() == Backend::Aws
+}
+
+/// For tests about the embedded backend only: on the aws backend, says on
+/// stderr that the test is skipped and why, and returns true (the caller
+/// returns). On the embedded backend, returns false.
+pub fn skip_on_aws(why: &str) -> bool {
+    if !is_aws() {
+        return false;
+    }
+    let current = thread::current();
+    let test = current.name().unwrap_or("this test");
+    eprintln!("{test}: skipped on {BACKEND_ENV}=aws: {why}");
+    true
+}
+
+/// The DynamoDB table and KMS key of one test environment (aws backend).
+#[derive(Clone, Debug)]
+pub struct AwsResources {
+    pub table: String,
+    pub kms_key_id: String,
+}
+
+impl AwsResources {
+    /// `--store dynamodb --table T --signer kms --kms-key-id K`.
+    pub fn flags(&self) -> Vec<OsString> {
+        [
+            "--store",
+            "dynamodb",
+            "--table",
+            &self.table,
+            "--signer",
+            "kms",
+            "--kms-key-id",
+            &self.kms_key_id,
+        ]
+        .into_iter()
+        .map(OsString::from)
+        .collect()
+    }
+}
+
+type AwsRegistry = Mutex<HashMap<PathBuf, Arc<OnceLock<AwsResources>>>>;
+
+/// The table and key of the environment whose data directory is `data_dir`,
+/// created with `tokenfn aws-init` on first use: every test environment (one
+/// data directory) has its own, and a restart on the same directory finds
+/// the same ones. `None` (an invocation naming no data directory) shares one
+/// table and key per test binary.
+pub fn aws_resources(data_dir: Option<&Path>) -> AwsResources {
+    static REGISTRY: OnceLock<AwsRegistry> = OnceLock::new();
+    let slot = {
+        let mut registry = REGISTRY
+            .get_or_init(Default::default)
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        let key = data_dir.map(Path::to_path_buf).unwrap_or_default();
+        Arc::clone(registry.entry(key).or_default())
+    };
+    // Created outside the registry lock: environments provision in parallel.
+    slot.get_or_init(aws_init).clone()
+}
+
+/// `tokenfn aws-init --table <unique name> --create-key`.
+fn aws_init() -> AwsResources {
+    static COUNTER: AtomicUsize = AtomicUsize::new(0);
+    let endpoint = std::env::var("AWS_ENDPOINT_URL").unwrap_or_default();
+    assert!(
+        !endpoint.trim().is_empty(),
+        "{BACKEND_ENV}=aws needs AWS_ENDPOINT_URL pointing at the DynamoDB/KMS emulator \
+         (moto's server; scripts/test.sh starts one and sets it)"
+    );
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    let table = format!(
+        "tokenfn-bb-{}-{}-{nanos}",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::Relaxed)
+    );
+    let args: Vec<OsString> = ["aws-init", "--table", &table, "--create-key"]
+        .into_iter()
+        .map(OsString::from)
+        .collect();
+    let out = run_command(base_command(), &args, None, &[]);
+    assert!(
+        out.status.success(),
+        "tokenfn aws-init --table {table} --create-key (AWS_ENDPOINT_URL={endpoint}) exited with {}\nstdout:\n{}\nstderr:\n{}",
+        out.status,
+        out.stdout,
+        out.stderr
+    );
+    let init = out.json();
+    assert_eq!(init["table"], table.as_str(), "aws-init output: {init}");
+    assert_eq!(
+        init["table_created"], true,
+        "aws-init must create the fresh table {table}: {init}"
+    );
+    let kms_key_id = init["kms_key_id"]
+        .as_str()
+        .filter(|k| !k.is_empty())
+        .unwrap_or_else(|| panic!("aws-init --create-key prints a kms_key_id: {init}"))
+        .to_string();
+    AwsResources { table, kms_key_id }
+}
+
+/// The backend flags for a `tokenfn` run on `data_dir`: none on the embedded
+/// backend, the four of [`AwsResources::flags`] on the aws backend.
+pub fn backend_flags(data_dir: Option<&Path>) -> Vec<OsString> {
+    match backend() {
+        Backend::Embedded => vec![],
+        Backend::Aws => aws_resources(data_dir).flags(),
+    }
+}
+
+/// The data directory a raw invocation names: `--data-dir DIR` or
+/// `--data-dir=DIR` anywhere in `args`, else `TOKENFN_DATA_DIR` in `envs`.
+fn data_dir_of(args: &[OsString], envs: &[(&str, OsString)]) -> Option<PathBuf> {
+    let mut it = args.iter();
+    while let Some(arg) = it.next() {
+        if arg == "--data-dir" {
+            return it.next().map(PathBuf::from);
+        }
+        if let Some(dir) = arg.to_str().and_then(|a| a.strip_prefix("--data-dir=")) {
+            return Some(PathBuf::from(dir));
+        }
+    }
+    envs.iter()
+        .find(|(k, _)| *k == "TOKENFN_DATA_DIR")
+        .map(|(_, v)| PathBuf::from(v))
 }
 
 // ---------------------------------------------------------------------------
@@ -164,9 +344,21 @@ impl CliOutput {
     }
 }
 
-/// Runs `tokenfn` with exactly these arguments and environment additions.
+/// Runs `tokenfn` with these arguments and environment additions, preceded
+/// by the backend flags of the data directory they name (see
+/// [`backend_flags`]; none on the embedded backend).
 pub fn run_cli_raw(args: &[OsString], stdin: Option<&str>, envs: &[(&str, OsString)]) -> CliOutput {
-    let mut cmd = base_command();
+    let mut all = backend_flags(data_dir_of(args, envs).as_deref());
+    all.extend(args.iter().cloned());
+    run_command(base_command(), &all, stdin, envs)
+}
+
+fn run_command(
+    mut cmd: Command,
+    args: &[OsString],
+    stdin: Option<&str>,
+    envs: &[(&str, OsString)],
+) -> CliOutput {
     cmd.args(args)
         .stdin(if stdin.is_some() {
             Stdio::piped()
@@ -206,7 +398,7 @@ pub fn run_cli_raw(args: &[OsString], stdin: Option<&str>, envs: &[(&str, OsStri
     }
 }
 
-/// Runs `tokenfn --data-dir DIR ARGS...`.
+/// Runs `tokenfn --data-dir DIR ARGS...` (plus the backend flags).
 pub fn tokenfn(data_dir: &Path, args: &[&str], stdin: Option<&str>) -> CliOutput {
     let mut all: Vec<OsString> = vec!["--data-dir".into(), data_dir.into()];
     all.extend(args.iter().map(OsString::from));
@@ -341,11 +533,12 @@ pub struct Server {
 }
 
 impl Server {
-    /// `tokenfn --data-dir DIR serve --addr 127.0.0.1:0 EXTRA...`, waiting for
-    /// the listening line.
+    /// `tokenfn --data-dir DIR serve --addr 127.0.0.1:0 EXTRA...` (plus the
+    /// backend flags), waiting for the listening line.
     pub fn start(data_dir: &Path, extra: &[&str]) -> Server {
         let mut cmd = base_command();
-        cmd.arg("--data-dir")
+        cmd.args(backend_flags(Some(data_dir)))
+            .arg("--data-dir")
             .arg(data_dir)
             .args(["serve", "--addr", "127.0.0.1:0"])
             .args(extra)

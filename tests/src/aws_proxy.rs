@@ -1,0 +1,268 @@
+//! A proxy in front of the AWS emulator (moto's server). It records every
+//! call (service operation, start, end) so that tests can count the round
+//! trips a grant makes, and it injects faults per operation: error
+//! statuses, throttling, slow answers and dropped connections.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt as _, Full};
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Request, Response, StatusCode};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::net::TcpListener;
+
+/// One call that went through: `op` is the `X-Amz-Target` operation, e.g.
+/// `DynamoDB_20120810.GetItem` or `TrentService.Sign`.
+#[derive(Debug, Clone)]
+pub struct Call {
+    pub op: String,
+    pub start: Instant,
+    pub end: Instant,
+}
+
+impl Call {
+    /// The operation without its service prefix (`GetItem`, `Sign`).
+    pub fn name(&self) -> &str {
+        self.op.rsplit('.').next().unwrap_or(&self.op)
+    }
+}
+
+/// What to do instead of forwarding a call.
+#[derive(Debug, Clone)]
+pub enum Fault {
+    /// Answer with this status and an AWS JSON error of this `__type`.
+    Error { status: u16, kind: &'static str },
+    /// Forward, but only after this long (past the SDK's timeouts).
+    Delay(Duration),
+    /// Close the connection without an answer.
+    Drop,
+}
+
+impl Fault {
+    pub fn throttle() -> Fault {
+        Fault::Error {
+            status: 400,
+            kind: "ThrottlingException",
+        }
+    }
+    pub fn server_error() -> Fault {
+        Fault::Error {
+            status: 500,
+            kind: "InternalServerError",
+        }
+    }
+}
+
+#[derive(Default)]
+struct State {
+    calls: Vec<Call>,
+    /// Operation name (without prefix) -> fault applied to every call of it.
+    faults: HashMap<String, Fault>,
+}
+
+#[derive(Clone)]
+pub struct AwsProxy {
+    addr: SocketAddr,
+    state: Arc<Mutex<State>>,
+}
+
+impl AwsProxy {
+    /// Listens on a free loopback port and forwards to `upstream` (http://host:port).
+    pub async fn start(upstream: &str) -> std::io::Result<AwsProxy> {
+        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
+        let state = Arc::new(Mutex::new(State::default()));
+        let upstream: Arc<str> = upstream.trim_end_matches('/').into();
+        let client: Client<HttpConnector, Full<Bytes>> =
+            Client::builder(TokioExecutor::new()).build_http();
+        let st = state.clone();
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                let (st, upstream, client) = (st.clone(), upstream.clone(), client.clone());
+                tokio::spawn(async move {
+                    let svc = service_fn(move |req| {
+                        let (st, upstream, client) = (st.clone(), upstream.clone(), client.clone());
+                        async move { forward(req, &st, &upstream, &client).await }
+                    });
+                    let _ = http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), svc)
+                        .await;
+                });
+            }
+        });
+        Ok(AwsProxy { addr, state })
+    }
+
+    /// The value of `AWS_ENDPOINT_URL` for a process that should go through the proxy.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Forgets the calls recorded so far.
+    pub fn clear_calls(&self) {
+        if let Ok(mut st) = self.state.lock() {
+            st.calls.clear();
+        }
+    }
+
+    pub fn calls(&self) -> Vec<Call> {
+        self.state
+            .lock()
+            .map(|st| st.calls.clone())
+            .unwrap_or_default()
+    }
+
+    /// Applies `fault` to every call of `op` (e.g. "Sign", "TransactWriteItems")
+    /// until `heal` is called.
+    pub fn break_op(&self, op: &str, fault: Fault) {
+        if let Ok(mut st) = self.state.lock() {
+            st.faults.insert(op.to_owned(), fault);
+        }
+    }
+
+    pub fn heal(&self) {
+        if let Ok(mut st) = self.state.lock() {
+            st.faults.clear();
+        }
+    }
+}
+
+/// How many round trips the calls make one after another: calls that
+/// overlap in time are one round; a call that starts after another ended
+/// is a round later.
+pub fn sequential_rounds(calls: &[Call]) -> usize {
+    let mut sorted: Vec<&Call> = calls.iter().collect();
+    sorted.sort_by_key(|c| c.start);
+    let mut depth: Vec<usize> = Vec::with_capacity(sorted.len());
+    for (i, c) in sorted.iter().enumerate() {
+        let before = (0..i)
+            .filter(|&j| sorted[j].end <= c.start)
+            .map(|j| depth[j])
+            .max()
+            .unwrap_or(0);
+        depth.push(before + 1);
+    }
+    depth.into_iter().max().unwrap_or(0)
+}
+
+async fn forward(
+    req: Request<Incoming>,
+    state: &Mutex<State>,
+    upstream: &str,
+    client: &Client<HttpConnector, Full<Bytes>>,
+) -> Result<Response<Full<Bytes>>, std::io::Error> {
+    let start = Instant::now();
+    let op = req
+        .headers()
+        .get("x-amz-target")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("(none)")
+        .to_owned();
+    let name = op.rsplit('.').next().unwrap_or(&op).to_owned();
+    let fault = state
+        .lock()
+        .ok()
+        .and_then(|st| st.faults.get(&name).cloned());
+    let (parts, body) = req.into_parts();
+    let body = body
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .unwrap_or_default();
+
+    let response = match fault {
+        Some(Fault::Error { status, kind }) => {
+            let body = format!(r#"{{"__type":"{kind}","message":"injected by the test proxy"}}"#);
+            Response::builder()
+                .status(status)
+                .header("content-type", "application/x-amz-json-1.0")
+                .header("x-amzn-errortype", kind)
+                .body(Full::new(Bytes::from(body)))
+                .unwrap_or_else(|_| Response::new(Full::new(Bytes::new())))
+        }
+        // An error here makes hyper close the connection without a response.
+        Some(Fault::Drop) => return Err(std::io::Error::other("dropped by the test proxy")),
+        other => {
+            if let Some(Fault::Delay(d)) = other {
+                tokio::time::sleep(d).await;
+            }
+            let uri = format!(
+                "{upstream}{}",
+                parts
+                    .uri
+                    .path_and_query()
+                    .map(|p| p.as_str())
+                    .unwrap_or("/")
+            );
+            let mut builder = Request::builder().method(parts.method).uri(uri);
+            for (k, v) in parts.headers.iter() {
+                if k != "host" {
+                    builder = builder.header(k, v);
+                }
+            }
+            let upstream_req = builder
+                .body(Full::new(body))
+                .map_err(std::io::Error::other)?;
+            match client.request(upstream_req).await {
+                Ok(resp) => {
+                    let (parts, body) = resp.into_parts();
+                    let bytes = body
+                        .collect()
+                        .await
+                        .map(|b| b.to_bytes())
+                        .unwrap_or_default();
+                    Response::from_parts(parts, Full::new(bytes))
+                }
+                Err(e) => Response::builder()
+                    .status(StatusCode::BAD_GATEWAY)
+                    .body(Full::new(Bytes::from(e.to_string())))
+                    .unwrap_or_else(|_| Response::new(Full::new(Bytes::new()))),
+            }
+        }
+    };
+    if let Ok(mut st) = state.lock() {
+        st.calls.push(Call {
+            op,
+            start,
+            end: Instant::now(),
+        });
+    }
+    Ok(response)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn call(start_ms: u64, end_ms: u64, base: Instant) -> Call {
+        Call {
+            op: "X.Op".into(),
+            start: base + Duration::from_millis(start_ms),
+            end: base + Duration::from_millis(end_ms),
+        }
+    }
+
+    #[test]
+    fn overlapping_calls_are_one_round() {
+        let t = Instant::now();
+        assert_eq!(sequential_rounds(&[]), 0);
+        assert_eq!(sequential_rounds(&[call(0, 10, t), call(1, 9, t)]), 1);
+        // Reads, then a write beside a signature, then a second signature.
+        let calls = [
+            call(0, 10, t),
+            call(0, 8, t),
+            call(11, 30, t),
+            call(11, 15, t),
+            call(16, 20, t),
+        ];
+        assert_eq!(sequential_rounds(&calls), 3);
+    }
+}
