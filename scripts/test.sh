@@ -7,6 +7,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 MOTO_VERSION=5.2.5
+# The first test run is on the embedded backend whatever the shell says.
+unset TOKENFN_BLACKBOX_BACKEND
 step() { printf '\n==> %s\n' "$*"; }
 
 step "format"
@@ -23,6 +25,16 @@ if ! .venv/bin/python -c "import moto, sys; sys.exit(moto.__version__ != '${MOTO
   python3 -m venv .venv
   .venv/bin/pip install --quiet --disable-pip-version-check "moto[server]==${MOTO_VERSION}"
 fi
+
+step "infrastructure: cfn-lint and the template checks"
+.venv/bin/pip install --quiet --disable-pip-version-check -r infra/checks/requirements.txt
+.venv/bin/cfn-lint infra/template.yaml
+.venv/bin/python -m pytest infra/checks -q -p no:cacheprovider
+
+step "infrastructure: the CDK app (assertions on the template; builds no Rust)"
+(cd infra/cdk && npm ci --no-audit --no-fund && npm test)
+
+step "start moto"
 PORT=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 mkdir -p target
 # Single-threaded: moto's TransactWriteItems copies and restores the whole
@@ -41,3 +53,6 @@ unset AWS_PROFILE AWS_SESSION_TOKEN
 
 step "tests"
 cargo test --workspace
+
+step "black-box tests again, on DynamoDB + KMS (serve --store dynamodb --signer kms)"
+TOKENFN_BLACKBOX_BACKEND=aws cargo test -p tokenfn-blackbox --test cli --test discovery --test errors --test oidc_flow --test refresh

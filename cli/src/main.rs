@@ -49,6 +49,8 @@ enum Command {
     /// Create the DynamoDB table (TTL on, indexes; idempotent) and optionally
     /// a KMS signing key, wherever AWS_ENDPOINT_URL or the AWS config points.
     AwsInit(backend::AwsInitArgs),
+    /// Print each Lambda function's HTTP routes as JSON (for infrastructure checks).
+    Routes,
 }
 
 fn main() -> ExitCode {
@@ -71,12 +73,29 @@ fn main() -> ExitCode {
             Command::Grants(cmd) => admin::grants(&backend, cmd).await,
             Command::Revoke(args) => admin::revoke(&backend, args).await,
             Command::AwsInit(args) => backend::aws_init(&backend, args).await,
+            Command::Routes => print_routes(),
         }
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(message) => fail(&message),
     }
+}
+
+fn print_routes() -> Result<(), String> {
+    let routes: serde_json::Map<String, serde_json::Value> = tokenfn_core::http::functions()
+        .iter()
+        .map(|(name, routes)| {
+            let list = routes
+                .iter()
+                .map(|r| serde_json::json!({ "method": r.method.as_str(), "path": r.path }))
+                .collect();
+            ((*name).to_owned(), serde_json::Value::Array(list))
+        })
+        .collect();
+    let text = serde_json::to_string_pretty(&routes).map_err(|e| e.to_string())?;
+    println!("{text}");
+    Ok(())
 }
 
 fn fail(message: &str) -> ExitCode {

@@ -300,6 +300,7 @@ async fn the_whole_life_of_a_refresh_token() {
         id["iat"].as_i64().unwrap() + 100
     );
     assert!(id2.get("nonce").is_none());
+    assert!(id2.get("at_hash").is_none());
     let rt2 = t2["refresh_token"].as_str().unwrap();
     assert_ne!(rt1, rt2);
 

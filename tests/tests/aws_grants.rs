@@ -270,7 +270,7 @@ fn names(calls: &[Call]) -> Vec<String> {
 }
 
 #[tokio::test]
-async fn each_grant_makes_at_most_two_sequential_round_trips_plus_the_id_token_signature() {
+async fn round_trips_to_aws_per_grant() {
     let s = serve().await;
 
     // Without openid: reads, then the write beside the one signature.
@@ -306,9 +306,9 @@ async fn each_grant_makes_at_most_two_sequential_round_trips_plus_the_id_token_s
     );
     assert_eq!(rounds, 2);
 
-    // With openid the ID token's at_hash covers the signed access token, so
-    // its signature follows the access token's: one more KMS round, which
-    // runs while the write is still in flight or just after it.
+    // With openid, the code exchange's ID token carries at_hash (OIDC Core
+    // §3.1.3.6), which covers the signed access token: its signature
+    // follows the access token's, one KMS round more, beside the write.
     let code = s.code("openid offline_access").await;
     let (body, calls, rounds) = s
         .measured(&[
@@ -327,6 +327,8 @@ async fn each_grant_makes_at_most_two_sequential_round_trips_plus_the_id_token_s
         ["GetItem", "GetItem", "Sign", "Sign", "TransactWriteItems"]
     );
     assert!(rounds <= 3);
+    // A refresh's ID token has no at_hash (OIDC Core §12.2): both
+    // signatures run beside the write, two rounds in all.
     let rt = body["refresh_token"].as_str().unwrap().to_owned();
     let (_, calls, rounds) = s
         .measured(&[("grant_type", "refresh_token"), ("refresh_token", &rt)])
@@ -339,7 +341,7 @@ async fn each_grant_makes_at_most_two_sequential_round_trips_plus_the_id_token_s
         names(&calls),
         ["GetItem", "GetItem", "Sign", "Sign", "TransactWriteItems"]
     );
-    assert!(rounds <= 3);
+    assert_eq!(rounds, 2);
     // Never a Scan, on any path.
     assert!(s.proxy.calls().iter().all(|c| c.name() != "Scan"));
 }

@@ -46,17 +46,19 @@ pub struct IdClaims<'a> {
     /// Only in the ID token of the authorization response (§12.2: not on refresh).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub nonce: Option<&'a str>,
-    pub at_hash: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub at_hash: Option<String>,
     pub amr: &'a [String],
 }
 
 impl<'a> IdClaims<'a> {
-    /// The ID token for `grant`. Profile and email claims are not in it:
-    /// with an access token issued they come from UserInfo (OIDC Core §5.4).
+    /// The ID token for `grant`. `access_token` gives `at_hash` (only the
+    /// code exchange's ID token has one). Profile and email claims are not
+    /// in it: with an access token issued they come from UserInfo (OIDC Core §5.4).
     pub fn for_grant(
         issuer: &'a str,
         grant: &'a Grant,
-        access_token: &str,
+        access_token: Option<&str>,
         nonce: Option<&'a str>,
         now: i64,
         lifetime: i64,
@@ -70,7 +72,7 @@ impl<'a> IdClaims<'a> {
             iat: now,
             auth_time: grant.auth_time,
             nonce,
-            at_hash: at_hash(access_token),
+            at_hash: access_token.map(at_hash),
             amr: &grant.amr,
         }
     }

@@ -76,3 +76,15 @@ pub(crate) fn not_routed(routes: &[Route], req: &Request) -> Response {
         )
     }
 }
+
+/// Every function and the routes it serves, for the local server and for
+/// checking infrastructure templates against the code.
+pub fn functions() -> [(&'static str, &'static [Route]); 5] {
+    [
+        ("authorize", authorize::ROUTES),
+        ("token", token::ROUTES),
+        ("refresh", refresh::ROUTES),
+        ("revoke", revoke::ROUTES),
+        ("discovery", discovery::ROUTES),
+    ]
+}

@@ -1,0 +1,31 @@
+/**
+ * The Lambda functions and the HTTP routes each one serves: the only copy of
+ * this list in the CDK app. The routes come from the Rust routers
+ * (`tokenfn routes`), and test/stack.test.ts fails when the two disagree.
+ */
+
+export const FUNCTION_NAMES = ['authorize', 'token', 'refresh', 'revoke', 'discovery'] as const;
+
+export type FunctionName = (typeof FUNCTION_NAMES)[number];
+
+export type Method = 'GET' | 'POST';
+
+export interface Route {
+  readonly method: Method;
+  readonly path: string;
+}
+
+export const ROUTES: Readonly<Record<FunctionName, readonly Route[]>> = {
+  authorize: [
+    { method: 'GET', path: '/authorize' },
+    { method: 'POST', path: '/login' },
+    { method: 'POST', path: '/consent' },
+  ],
+  token: [{ method: 'POST', path: '/oauth/token' }],
+  refresh: [{ method: 'POST', path: '/oauth/refresh' }],
+  revoke: [{ method: 'POST', path: '/oauth/revoke' }],
+  discovery: [
+    { method: 'GET', path: '/.well-known/openid-configuration' },
+    { method: 'GET', path: '/.well-known/jwks.json' },
+  ],
+};

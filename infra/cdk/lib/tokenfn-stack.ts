@@ -1,0 +1,295 @@
+import * as path from 'node:path';
+
+import { CfnOutput, Duration, RemovalPolicy, Stack, StackProps } from 'aws-cdk-lib';
+import * as apigwv2 from 'aws-cdk-lib/aws-apigatewayv2';
+import { HttpLambdaIntegration } from 'aws-cdk-lib/aws-apigatewayv2-integrations';
+import * as acm from 'aws-cdk-lib/aws-certificatemanager';
+import * as cloudwatch from 'aws-cdk-lib/aws-cloudwatch';
+import * as cloudwatchActions from 'aws-cdk-lib/aws-cloudwatch-actions';
+import * as dynamodb from 'aws-cdk-lib/aws-dynamodb';
+import * as iam from 'aws-cdk-lib/aws-iam';
+import * as kms from 'aws-cdk-lib/aws-kms';
+import * as lambda from 'aws-cdk-lib/aws-lambda';
+import * as logs from 'aws-cdk-lib/aws-logs';
+import * as sns from 'aws-cdk-lib/aws-sns';
+import { RustFunction } from 'cargo-lambda-cdk';
+import { Construct } from 'constructs';
+
+import { FUNCTION_NAMES, FunctionName, ROUTES } from './routes';
+
+/** The workspace root: this file runs as infra/cdk/dist/lib/tokenfn-stack.js. */
+export const WORKSPACE_ROOT = path.resolve(__dirname, '..', '..', '..', '..');
+
+/** Names fixed by the store (shared/src/store/dynamodb.rs, `create_table`). */
+export const TABLE_SCHEMA = {
+  partitionKey: 'pk',
+  ttlAttribute: 'expires_at',
+  byUser: { indexName: 'by_user', partitionKey: 'gsi_user', sortKey: 'gsi_client' },
+  byClient: { indexName: 'by_client', partitionKey: 'gsi_client', include: ['revoked_at', 'expires_at'] },
+} as const;
+
+/** What each function may do: the least it needs, and nothing for the others. */
+export const ACCESS: Readonly<
+  Record<FunctionName, { table: readonly string[]; indexes: readonly string[]; keys: 'sign' | 'publish' | 'none' }>
+> = {
+  authorize: {
+    table: ['dynamodb:GetItem', 'dynamodb:PutItem', 'dynamodb:DeleteItem'],
+    indexes: [],
+    keys: 'none',
+  },
+  token: {
+    table: ['dynamodb:GetItem', 'dynamodb:PutItem', 'dynamodb:UpdateItem', 'dynamodb:DeleteItem', 'dynamodb:ConditionCheckItem'],
+    indexes: [],
+    keys: 'sign',
+  },
+  refresh: {
+    table: ['dynamodb:GetItem', 'dynamodb:PutItem', 'dynamodb:UpdateItem', 'dynamodb:DeleteItem', 'dynamodb:ConditionCheckItem'],
+    indexes: [],
+    keys: 'sign',
+  },
+  // Revocation by user and by client goes through the indexes, never a Scan.
+  revoke: {
+    table: ['dynamodb:GetItem', 'dynamodb:UpdateItem', 'dynamodb:DeleteItem'],
+    indexes: ['dynamodb:Query'],
+    keys: 'none',
+  },
+  // Discovery builds its documents at init from KMS public keys. It still gets
+  // TOKENFN_TABLE (the settings require it) but no DynamoDB permission.
+  discovery: { table: [], indexes: [], keys: 'publish' },
+};
+
+/** Defaults for clients registered without their own lifetimes (seconds). */
+export interface TokenSettings {
+  /** TOKENFN_ACCESS_TOKEN_TTL. @default 900 */
+  readonly accessTokenTtl?: number;
+  /** TOKENFN_REFRESH_TTL: absolute lifetime of a grant's refresh tokens. @default 2592000 (30 days) */
+  readonly refreshTtl?: number;
+  /** TOKENFN_REFRESH_IDLE_TTL. @default 1296000 (15 days) */
+  readonly refreshIdleTtl?: number;
+  /** TOKENFN_REUSE_LEEWAY. @default 0 */
+  readonly reuseLeeway?: number;
+  /** TOKENFN_LOG: a tracing filter. @default 'info' */
+  readonly log?: string;
+}
+
+export interface TokenfnStackProps extends StackProps {
+  /** CPU architecture of the functions (and of the cargo-lambda build). @default ARM_64 */
+  readonly architecture?: lambda.Architecture;
+  /** The Cargo.toml that cargo-lambda builds from. @default the workspace's Cargo.toml */
+  readonly manifestPath?: string;
+  /** Retention of the functions' log groups. @default ONE_MONTH */
+  readonly logRetention?: logs.RetentionDays;
+  /** DynamoDB deletion protection. The table is retained on stack deletion either way. @default true */
+  readonly tableDeletionProtection?: boolean;
+  /**
+   * Custom domain (host name only, e.g. `id.example.com`) for the issuer. Needs `certificateArn`.
+   * Without it the issuer is the API's default endpoint URL.
+   */
+  readonly domainName?: string;
+  /** ACM certificate for `domainName`, in the stack's region. */
+  readonly certificateArn?: string;
+  /** Keys published in the JWKS after the stack's own key (for rotation): the stack's key signs. */
+  readonly additionalPublicKeyArns?: readonly string[];
+  /** SNS topic the alarms notify. @default no action */
+  readonly alarmTopicArn?: string;
+  /** @default 256 */
+  readonly memorySize?: number;
+  readonly settings?: TokenSettings;
+}
+
+export class TokenfnStack extends Stack {
+  readonly api: apigwv2.HttpApi;
+  readonly table: dynamodb.Table;
+  readonly signingKey: kms.Key;
+  readonly functions: Readonly<Record<FunctionName, lambda.Function>>;
+  readonly issuer: string;
+
+  constructor(scope: Construct, id: string, props: TokenfnStackProps = {}) {
+    super(scope, id, props);
+
+    const architecture = props.architecture ?? lambda.Architecture.ARM_64;
+    const manifestPath = props.manifestPath ?? path.join(WORKSPACE_ROOT, 'Cargo.toml');
+    const settings = props.settings ?? {};
+
+    this.table = new dynamodb.Table(this, 'Table', {
+      billingMode: dynamodb.BillingMode.PAY_PER_REQUEST,
+      partitionKey: { name: TABLE_SCHEMA.partitionKey, type: dynamodb.AttributeType.STRING },
+      timeToLiveAttribute: TABLE_SCHEMA.ttlAttribute,
+      pointInTimeRecoverySpecification: { pointInTimeRecoveryEnabled: true },
+      encryption: dynamodb.TableEncryption.AWS_MANAGED,
+      deletionProtection: props.tableDeletionProtection ?? true,
+      removalPolicy: RemovalPolicy.RETAIN,
+    });
+    this.table.addGlobalSecondaryIndex({
+      indexName: TABLE_SCHEMA.byUser.indexName,
+      partitionKey: { name: TABLE_SCHEMA.byUser.partitionKey, type: dynamodb.AttributeType.STRING },
+      sortKey: { name: TABLE_SCHEMA.byUser.sortKey, type: dynamodb.AttributeType.STRING },
+      projectionType: dynamodb.ProjectionType.ALL,
+    });
+    this.table.addGlobalSecondaryIndex({
+      indexName: TABLE_SCHEMA.byClient.indexName,
+      partitionKey: { name: TABLE_SCHEMA.byClient.partitionKey, type: dynamodb.AttributeType.STRING },
+      projectionType: dynamodb.ProjectionType.INCLUDE,
+      nonKeyAttributes: [...TABLE_SCHEMA.byClient.include],
+    });
+    const indexArns = [TABLE_SCHEMA.byUser.indexName, TABLE_SCHEMA.byClient.indexName].map(
+      (name) => `${this.table.tableArn}/index/${name}`,
+    );
+
+    // ES256. Retained: deleting it would invalidate every token it signed.
+    this.signingKey = new kms.Key(this, 'SigningKey', {
+      description: 'tokenfn ES256 token signing key',
+      keySpec: kms.KeySpec.ECC_NIST_P256,
+      keyUsage: kms.KeyUsage.SIGN_VERIFY,
+      alias: `alias/${this.stackName}/signing`,
+      removalPolicy: RemovalPolicy.RETAIN,
+    });
+    const publishedKeyArns = [this.signingKey.keyArn, ...(props.additionalPublicKeyArns ?? [])];
+
+    // The API comes first: the functions read its endpoint as their issuer,
+    // and the API's routes and permissions then refer to the functions.
+    let domain: apigwv2.DomainName | undefined;
+    if (props.domainName !== undefined) {
+      if (!/^[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)+$/i.test(props.domainName)) {
+        throw new Error(`domainName must be a host name such as id.example.com, not ${JSON.stringify(props.domainName)}`);
+      }
+      if (props.certificateArn === undefined) {
+        throw new Error('domainName needs certificateArn (an ACM certificate in the stack region)');
+      }
+      domain = new apigwv2.DomainName(this, 'Domain', {
+        domainName: props.domainName,
+        certificate: acm.Certificate.fromCertificateArn(this, 'Certificate', props.certificateArn),
+      });
+    }
+    this.api = new apigwv2.HttpApi(this, 'Api', {
+      apiName: this.stackName,
+      description: 'tokenfn OAuth 2.0 / OpenID Connect endpoints',
+      createDefaultStage: true,
+      defaultDomainMapping: domain ? { domainName: domain } : undefined,
+      // One issuer: with a custom domain, the execute-api URL would be a second one.
+      disableExecuteApiEndpoint: domain !== undefined,
+    });
+    this.issuer = domain ? `https://${props.domainName}` : this.api.apiEndpoint;
+
+    const baseEnvironment: Record<string, string> = {
+      TOKENFN_ISSUER: this.issuer,
+      TOKENFN_TABLE: this.table.tableName,
+      TOKENFN_ACCESS_TOKEN_TTL: seconds('accessTokenTtl', settings.accessTokenTtl ?? 900),
+      TOKENFN_REFRESH_TTL: seconds('refreshTtl', settings.refreshTtl ?? 30 * 86_400),
+      TOKENFN_REFRESH_IDLE_TTL: seconds('refreshIdleTtl', settings.refreshIdleTtl ?? 15 * 86_400),
+      TOKENFN_REUSE_LEEWAY: seconds('reuseLeeway', settings.reuseLeeway ?? 0),
+      TOKENFN_LOG: settings.log ?? 'info',
+    };
+
+    const functions = {} as Record<FunctionName, lambda.Function>;
+    for (const name of FUNCTION_NAMES) {
+      const title = name[0].toUpperCase() + name.slice(1);
+      const access = ACCESS[name];
+
+      const logGroup = new logs.LogGroup(this, `${title}Logs`, {
+        retention: props.logRetention ?? logs.RetentionDays.ONE_MONTH,
+      });
+      // Its own role, without AWSLambdaBasicExecutionRole (whose logs actions
+      // are on "*"): it writes to its own log group and nowhere else.
+      const role = new iam.Role(this, `${title}Role`, {
+        assumedBy: new iam.ServicePrincipal('lambda.amazonaws.com'),
+        description: `tokenfn ${name} function`,
+      });
+      logGroup.grantWrite(role);
+      if (access.table.length > 0) {
+        role.addToPolicy(new iam.PolicyStatement({ actions: [...access.table], resources: [this.table.tableArn] }));
+      }
+      if (access.indexes.length > 0) {
+        role.addToPolicy(new iam.PolicyStatement({ actions: [...access.indexes], resources: indexArns }));
+      }
+      if (access.keys === 'sign') {
+        role.addToPolicy(new iam.PolicyStatement({ actions: ['kms:Sign'], resources: [this.signingKey.keyArn] }));
+      }
+      if (access.keys !== 'none') {
+        // GetPublicKey for every published key, once per container at init.
+        role.addToPolicy(new iam.PolicyStatement({ actions: ['kms:GetPublicKey'], resources: publishedKeyArns }));
+      }
+
+      const fn = new RustFunction(this, `${title}Function`, {
+        manifestPath,
+        binaryName: `tokenfn-${name}`,
+        runtime: 'provided.al2023',
+        architecture,
+        memorySize: props.memorySize ?? 256,
+        timeout: Duration.seconds(10),
+        role,
+        logGroup,
+        loggingFormat: lambda.LoggingFormat.JSON,
+        // TOKENFN_LOG is the one filter: with JSON format Lambda would
+        // otherwise drop application lines below INFO a second time.
+        applicationLogLevelV2: lambda.ApplicationLogLevel.TRACE,
+        systemLogLevelV2: lambda.SystemLogLevel.INFO,
+        description: `tokenfn ${name}: ${ROUTES[name].map((r) => `${r.method} ${r.path}`).join(', ')}`,
+        environment: {
+          ...baseEnvironment,
+          ...(access.keys === 'none' ? {} : { TOKENFN_KMS_KEY_IDS: publishedKeyArns.join(',') }),
+        },
+      });
+      functions[name] = fn;
+
+      const integration = new HttpLambdaIntegration(`${title}Integration`, fn);
+      for (const route of ROUTES[name]) {
+        this.api.addRoutes({
+          path: route.path,
+          methods: [apigwv2.HttpMethod[route.method]],
+          integration,
+        });
+      }
+
+      new CfnOutput(this, `${title}FunctionName`, { value: fn.functionName });
+    }
+    this.functions = functions;
+
+    // Function errors are crashes, init failures and timeouts: a handled
+    // failure is an HTTP reply, so any error at all deserves a look.
+    const topic = props.alarmTopicArn ? sns.Topic.fromTopicArn(this, 'AlarmTopic', props.alarmTopicArn) : undefined;
+    for (const name of ['token', 'refresh'] as const) {
+      const fn = functions[name];
+      const title = name[0].toUpperCase() + name.slice(1);
+      const alarms = [
+        fn.metricErrors({ period: Duration.minutes(5), statistic: 'Sum' }).createAlarm(this, `${title}ErrorsAlarm`, {
+          alarmDescription: `tokenfn ${name}: function errors (crashes, init failures, timeouts)`,
+          threshold: 1,
+          evaluationPeriods: 1,
+          comparisonOperator: cloudwatch.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
+          treatMissingData: cloudwatch.TreatMissingData.NOT_BREACHING,
+        }),
+        fn.metricThrottles({ period: Duration.minutes(5), statistic: 'Sum' }).createAlarm(this, `${title}ThrottlesAlarm`, {
+          alarmDescription: `tokenfn ${name}: throttled invocations (clients got 5xx)`,
+          threshold: 1,
+          evaluationPeriods: 1,
+          comparisonOperator: cloudwatch.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
+          treatMissingData: cloudwatch.TreatMissingData.NOT_BREACHING,
+        }),
+      ];
+      if (topic) {
+        for (const alarm of alarms) alarm.addAlarmAction(new cloudwatchActions.SnsAction(topic));
+      }
+    }
+
+    new CfnOutput(this, 'IssuerUrl', { value: this.issuer });
+    new CfnOutput(this, 'DiscoveryUrl', { value: `${this.issuer}/.well-known/openid-configuration` });
+    new CfnOutput(this, 'JwksUrl', { value: `${this.issuer}/.well-known/jwks.json` });
+    new CfnOutput(this, 'RevokeFunctionArn', { value: functions.revoke.functionArn });
+    new CfnOutput(this, 'TableName', { value: this.table.tableName });
+    new CfnOutput(this, 'SigningKeyArn', { value: this.signingKey.keyArn });
+    if (domain) {
+      new CfnOutput(this, 'CustomDomainTarget', {
+        description: `DNS target (CNAME or alias) for ${props.domainName}`,
+        value: domain.regionalDomainName,
+      });
+    }
+  }
+}
+
+function seconds(name: string, value: number): string {
+  if (!Number.isSafeInteger(value) || value < 0) {
+    throw new Error(`settings.${name} must be a whole number of seconds, not ${value}`);
+  }
+  return String(value);
+}

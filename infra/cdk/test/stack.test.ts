@@ -1,0 +1,412 @@
+// Assertions on the synthesized template, without compiling Rust: the App is
+// created with `aws:cdk:bundling-stacks: []`, so cargo-lambda never runs.
+// Run with `npm test` (tsc, then `node --test dist/test/`).
+
+import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
+import { existsSync, readFileSync } from 'node:fs';
+import * as path from 'node:path';
+import { describe, test } from 'node:test';
+
+import { App } from 'aws-cdk-lib';
+import { Match, Template } from 'aws-cdk-lib/assertions';
+import { CfnFunction } from 'aws-cdk-lib/aws-lambda';
+
+import { buildStack } from '../lib/app';
+import { FUNCTION_NAMES, FunctionName, ROUTES, Route } from '../lib/routes';
+import { TokenfnStack, WORKSPACE_ROOT } from '../lib/tokenfn-stack';
+
+const CDK_JSON = path.resolve(__dirname, '..', '..', 'cdk.json');
+const FEATURE_FLAGS: Record<string, unknown> = JSON.parse(readFileSync(CDK_JSON, 'utf8')).context ?? {};
+
+interface Synth {
+  stack: TokenfnStack;
+  template: Template;
+  json: { Resources: Record<string, Resource>; Outputs: Record<string, { Value: unknown }> };
+  /** Logical id of each function's AWS::Lambda::Function. */
+  fnId: Record<FunctionName, string>;
+}
+
+interface Resource {
+  Type: string;
+  Properties?: any;
+  DependsOn?: string | string[];
+  DeletionPolicy?: string;
+  UpdateReplacePolicy?: string;
+}
+
+/** The app as `cdk synth` builds it (cdk.json's context plus `context`), with bundling skipped. */
+function synth(context: Record<string, string> = {}): Synth {
+  const app = new App({ context: { ...FEATURE_FLAGS, ...context, 'aws:cdk:bundling-stacks': [] } });
+  const stack = buildStack(app);
+  // fromStack also fails on a dependency cycle between resources.
+  const template = Template.fromStack(stack);
+  const fnId = {} as Record<FunctionName, string>;
+  for (const name of FUNCTION_NAMES) {
+    fnId[name] = stack.getLogicalId(stack.functions[name].node.defaultChild as CfnFunction);
+  }
+  return { stack, template, json: template.toJSON() as Synth['json'], fnId };
+}
+
+const defaults = synth();
+
+function ofType(s: Synth, type: string): [string, Resource][] {
+  return Object.entries(s.json.Resources).filter(([, r]) => r.Type === type);
+}
+
+function one(s: Synth, type: string): [string, Resource] {
+  const found = ofType(s, type);
+  assert.equal(found.length, 1, `expected exactly one ${type}, found ${found.length}`);
+  return found[0];
+}
+
+function routeKeys(routes: Readonly<Record<string, readonly Route[]>>): Record<string, string[]> {
+  return Object.fromEntries(
+    Object.keys(routes)
+      .sort()
+      .map((name) => [name, routes[name].map((r) => `${r.method} ${r.path}`).sort()]),
+  );
+}
+
+function tokenfnBinary(): string {
+  const bin = process.env.TOKENFN_BIN ?? path.join(WORKSPACE_ROOT, 'target', 'debug', 'tokenfn');
+  if (!existsSync(bin)) {
+    assert.fail(
+      `the tokenfn binary is missing at ${bin}: build it first with ` +
+        `\`cargo build -p tokenfn\` in ${WORKSPACE_ROOT} (or set TOKENFN_BIN to its path)`,
+    );
+  }
+  return bin;
+}
+
+describe('routes', () => {
+  test('the ROUTES constant is what `tokenfn routes` prints', () => {
+    const bin = tokenfnBinary();
+    let printed: Record<string, Route[]>;
+    try {
+      printed = JSON.parse(execFileSync(bin, ['routes'], { encoding: 'utf8' }));
+    } catch (e) {
+      assert.fail(`\`${bin} routes\` failed or printed no JSON (is the binary stale?): ${e}`);
+    }
+    assert.deepEqual(
+      routeKeys(ROUTES),
+      routeKeys(printed),
+      'infra/cdk/lib/routes.ts (actual) differs from `tokenfn routes` (expected): update ROUTES',
+    );
+  });
+
+  test('every function name is a binary tokenfn-<name> of the workspace', () => {
+    assert.deepEqual([...FUNCTION_NAMES].sort(), Object.keys(ROUTES).sort());
+    for (const name of FUNCTION_NAMES) {
+      const manifest = readFileSync(path.join(WORKSPACE_ROOT, 'functions', name, 'Cargo.toml'), 'utf8');
+      assert.match(manifest, new RegExp(`\\[\\[bin\\]\\]\\s*\\nname\\s*=\\s*"tokenfn-${name}"`), `functions/${name}/Cargo.toml`);
+    }
+  });
+
+  test('the HTTP API serves exactly those routes, each on its own function', () => {
+    const [apiId, api] = one(defaults, 'AWS::ApiGatewayV2::Api');
+    assert.equal(api.Properties.ProtocolType, 'HTTP');
+    const [, stage] = one(defaults, 'AWS::ApiGatewayV2::Stage');
+    assert.equal(stage.Properties.StageName, '$default');
+    assert.equal(stage.Properties.AutoDeploy, true);
+
+    const served: Record<string, string[]> = {};
+    for (const [, route] of ofType(defaults, 'AWS::ApiGatewayV2::Route')) {
+      assert.deepEqual(route.Properties.ApiId, { Ref: apiId });
+      assert.equal(route.Properties.AuthorizationType, 'NONE');
+      const integrationId = route.Properties.Target['Fn::Join'][1][1].Ref as string;
+      const integration = defaults.json.Resources[integrationId];
+      assert.equal(integration.Properties.IntegrationType, 'AWS_PROXY');
+      assert.equal(integration.Properties.PayloadFormatVersion, '2.0');
+      const target = integration.Properties.IntegrationUri['Fn::GetAtt'][0] as string;
+      const name = FUNCTION_NAMES.find((n) => defaults.fnId[n] === target);
+      assert.ok(name, `route ${route.Properties.RouteKey} targets ${target}, which is none of the functions`);
+      (served[name] ??= []).push(route.Properties.RouteKey);
+    }
+    const sorted = Object.fromEntries(Object.keys(served).sort().map((n) => [n, served[n].sort()]));
+    assert.deepEqual(sorted, routeKeys(ROUTES));
+
+    // API Gateway may invoke each function, per route.
+    const permissions = ofType(defaults, 'AWS::Lambda::Permission');
+    assert.equal(permissions.length, Object.values(ROUTES).flat().length);
+    for (const [, p] of permissions) {
+      assert.equal(p.Properties.Principal, 'apigateway.amazonaws.com');
+      assert.equal(p.Properties.Action, 'lambda:InvokeFunction');
+    }
+  });
+});
+
+describe('functions', () => {
+  test('five Rust functions on provided.al2023, arm64 by default, JSON logs to their own log groups', () => {
+    const fns = ofType(defaults, 'AWS::Lambda::Function');
+    assert.equal(fns.length, 5);
+    const logGroups = new Set<string>();
+    for (const name of FUNCTION_NAMES) {
+      const fn = defaults.json.Resources[defaults.fnId[name]].Properties;
+      assert.equal(fn.Runtime, 'provided.al2023', name);
+      assert.equal(fn.Handler, 'bootstrap', name);
+      assert.deepEqual(fn.Architectures, ['arm64'], name);
+      assert.equal(fn.LoggingConfig.LogFormat, 'JSON', name);
+      const logGroupId = fn.LoggingConfig.LogGroup.Ref as string;
+      const logGroup = defaults.json.Resources[logGroupId];
+      assert.equal(logGroup.Type, 'AWS::Logs::LogGroup', name);
+      assert.equal(logGroup.Properties.RetentionInDays, 30, name);
+      logGroups.add(logGroupId);
+    }
+    assert.equal(logGroups.size, 5, 'one log group per function');
+    assert.equal(ofType(defaults, 'AWS::Logs::LogGroup').length, 5);
+  });
+
+  test('context arch and logRetentionDays reach every function', () => {
+    const s = synth({ arch: 'x86_64', logRetentionDays: '14' });
+    for (const name of FUNCTION_NAMES) {
+      const fn = s.json.Resources[s.fnId[name]].Properties;
+      assert.deepEqual(fn.Architectures, ['x86_64'], name);
+      assert.equal(s.json.Resources[fn.LoggingConfig.LogGroup.Ref].Properties.RetentionInDays, 14, name);
+    }
+    assert.throws(() => synth({ arch: 'sparc' }), /arch must be arm64 or x86_64/);
+    assert.throws(() => synth({ logRetentionDays: '2' }), /logRetentionDays/);
+  });
+
+  test('environment: issuer from the API endpoint, table, keys only where they sign or publish', () => {
+    const [apiId] = one(defaults, 'AWS::ApiGatewayV2::Api');
+    const [tableId] = one(defaults, 'AWS::DynamoDB::Table');
+    const [keyId] = one(defaults, 'AWS::KMS::Key');
+    const common = {
+      TOKENFN_ISSUER: { 'Fn::GetAtt': [apiId, 'ApiEndpoint'] },
+      TOKENFN_TABLE: { Ref: tableId },
+      TOKENFN_ACCESS_TOKEN_TTL: '900',
+      TOKENFN_REFRESH_TTL: '2592000',
+      TOKENFN_REFRESH_IDLE_TTL: '1296000',
+      TOKENFN_REUSE_LEEWAY: '0',
+      TOKENFN_LOG: 'info',
+    };
+    const keys = { TOKENFN_KMS_KEY_IDS: { 'Fn::GetAtt': [keyId, 'Arn'] } };
+    const expected: Record<FunctionName, object> = {
+      authorize: common,
+      token: { ...common, ...keys },
+      refresh: { ...common, ...keys },
+      revoke: common,
+      discovery: { ...common, ...keys },
+    };
+    for (const name of FUNCTION_NAMES) {
+      assert.deepEqual(defaults.json.Resources[defaults.fnId[name]].Properties.Environment.Variables, expected[name], name);
+    }
+  });
+
+  test('settings from context', () => {
+    const s = synth({ accessTokenTtl: '600', refreshTtl: '86400', refreshIdleTtl: '3600', reuseLeeway: '2', log: 'debug' });
+    const env = s.json.Resources[s.fnId.token].Properties.Environment.Variables;
+    assert.equal(env.TOKENFN_ACCESS_TOKEN_TTL, '600');
+    assert.equal(env.TOKENFN_REFRESH_TTL, '86400');
+    assert.equal(env.TOKENFN_REFRESH_IDLE_TTL, '3600');
+    assert.equal(env.TOKENFN_REUSE_LEEWAY, '2');
+    assert.equal(env.TOKENFN_LOG, 'debug');
+    assert.throws(() => synth({ accessTokenTtl: '15m' }), /accessTokenTtl must be a whole number/);
+  });
+
+  test('a custom domain is the issuer, and the execute-api endpoint is off', () => {
+    const s = synth({ domainName: 'id.example.com', certificateArn: 'arn:aws:acm:eu-west-1:111111111111:certificate/abc' });
+    for (const name of FUNCTION_NAMES) {
+      assert.equal(s.json.Resources[s.fnId[name]].Properties.Environment.Variables.TOKENFN_ISSUER, 'https://id.example.com');
+    }
+    s.template.hasResourceProperties('AWS::ApiGatewayV2::DomainName', { DomainName: 'id.example.com' });
+    s.template.resourceCountIs('AWS::ApiGatewayV2::ApiMapping', 1);
+    s.template.hasResourceProperties('AWS::ApiGatewayV2::Api', { DisableExecuteApiEndpoint: true });
+    assert.equal(s.json.Outputs.IssuerUrl.Value, 'https://id.example.com');
+    assert.equal(s.json.Outputs.DiscoveryUrl.Value, 'https://id.example.com/.well-known/openid-configuration');
+    assert.ok(s.json.Outputs.CustomDomainTarget);
+    assert.throws(() => synth({ domainName: 'id.example.com' }), /certificateArn/);
+    assert.throws(() => synth({ domainName: 'https://id.example.com', certificateArn: 'arn:x' }), /host name/);
+  });
+});
+
+describe('data and keys', () => {
+  test('the DynamoDB table matches the store (create_table in shared/src/store/dynamodb.rs)', () => {
+    const [, table] = one(defaults, 'AWS::DynamoDB::Table');
+    assert.equal(table.DeletionPolicy, 'Retain');
+    assert.equal(table.UpdateReplacePolicy, 'Retain');
+    defaults.template.hasResourceProperties('AWS::DynamoDB::Table', {
+      BillingMode: 'PAY_PER_REQUEST',
+      KeySchema: [{ AttributeName: 'pk', KeyType: 'HASH' }],
+      AttributeDefinitions: Match.arrayWith([{ AttributeName: 'pk', AttributeType: 'S' }]),
+      TimeToLiveSpecification: { AttributeName: 'expires_at', Enabled: true },
+      PointInTimeRecoverySpecification: { PointInTimeRecoveryEnabled: true },
+      SSESpecification: { SSEEnabled: true },
+      DeletionProtectionEnabled: true,
+      GlobalSecondaryIndexes: [
+        {
+          IndexName: 'by_user',
+          KeySchema: [
+            { AttributeName: 'gsi_user', KeyType: 'HASH' },
+            { AttributeName: 'gsi_client', KeyType: 'RANGE' },
+          ],
+          Projection: { ProjectionType: 'ALL' },
+        },
+        {
+          IndexName: 'by_client',
+          KeySchema: [{ AttributeName: 'gsi_client', KeyType: 'HASH' }],
+          Projection: { ProjectionType: 'INCLUDE', NonKeyAttributes: ['revoked_at', 'expires_at'] },
+        },
+      ],
+    });
+    const attributes = table.Properties.AttributeDefinitions.map((a: { AttributeName: string }) => a.AttributeName).sort();
+    assert.deepEqual(attributes, ['gsi_client', 'gsi_user', 'pk']);
+
+    // The store's own schema, so a renamed index or key fails here too.
+    const store = readFileSync(path.join(WORKSPACE_ROOT, 'shared', 'src', 'store', 'dynamodb.rs'), 'utf8');
+    for (const [constant, value] of [
+      ['PK', 'pk'],
+      ['EXPIRES_AT', 'expires_at'],
+      ['GSI_USER', 'gsi_user'],
+      ['GSI_CLIENT', 'gsi_client'],
+      ['BY_USER', 'by_user'],
+      ['BY_CLIENT', 'by_client'],
+    ]) {
+      assert.match(store, new RegExp(`const ${constant}: &str = "${value}";`), `dynamodb.rs ${constant}`);
+    }
+    assert.match(store, /non_key_attributes\("revoked_at"\)\s*\.non_key_attributes\(EXPIRES_AT\)/);
+
+    synth({ deletionProtection: 'false' }).template.hasResourceProperties('AWS::DynamoDB::Table', {
+      DeletionProtectionEnabled: false,
+    });
+  });
+
+  test('the signing key is a retained P-256 SIGN_VERIFY key with an alias', () => {
+    const [keyId, key] = one(defaults, 'AWS::KMS::Key');
+    assert.equal(key.Properties.KeySpec, 'ECC_NIST_P256');
+    assert.equal(key.Properties.KeyUsage, 'SIGN_VERIFY');
+    assert.equal(key.DeletionPolicy, 'Retain');
+    const [, alias] = one(defaults, 'AWS::KMS::Alias');
+    assert.match(alias.Properties.AliasName, /^alias\//);
+    assert.deepEqual(alias.Properties.TargetKeyId, { 'Fn::GetAtt': [keyId, 'Arn'] });
+  });
+});
+
+/** Every (action, resource) a role's policies allow, resources named symbolically. */
+function grants(s: Synth, name: FunctionName): string[] {
+  const fn = s.json.Resources[s.fnId[name]].Properties;
+  const roleId = fn.Role['Fn::GetAtt'][0] as string;
+  const role = s.json.Resources[roleId];
+  assert.equal(role.Type, 'AWS::IAM::Role');
+  assert.equal(role.Properties.ManagedPolicyArns, undefined, `${name}: no managed policies`);
+  assert.deepEqual(role.Properties.AssumeRolePolicyDocument.Statement, [
+    { Action: 'sts:AssumeRole', Effect: 'Allow', Principal: { Service: 'lambda.amazonaws.com' } },
+  ]);
+
+  const [tableId] = one(s, 'AWS::DynamoDB::Table');
+  const [keyId] = one(s, 'AWS::KMS::Key');
+  const logGroupId = fn.LoggingConfig.LogGroup.Ref as string;
+  const symbol = (resource: unknown): string => {
+    const text = JSON.stringify(resource);
+    const known: Record<string, string> = {
+      [JSON.stringify({ 'Fn::GetAtt': [tableId, 'Arn'] })]: 'table',
+      [JSON.stringify({ 'Fn::Join': ['', [{ 'Fn::GetAtt': [tableId, 'Arn'] }, '/index/by_user']] })]: 'table/index/by_user',
+      [JSON.stringify({ 'Fn::Join': ['', [{ 'Fn::GetAtt': [tableId, 'Arn'] }, '/index/by_client']] })]: 'table/index/by_client',
+      [JSON.stringify({ 'Fn::GetAtt': [keyId, 'Arn'] })]: 'key',
+      [JSON.stringify({ 'Fn::GetAtt': [logGroupId, 'Arn'] })]: 'own-log-group',
+    };
+    return known[text] ?? text;
+  };
+
+  const statements: any[] = [];
+  for (const inline of role.Properties.Policies ?? []) statements.push(...inline.PolicyDocument.Statement);
+  for (const [, policy] of ofType(s, 'AWS::IAM::Policy')) {
+    if (policy.Properties.Roles.some((r: unknown) => JSON.stringify(r) === JSON.stringify({ Ref: roleId }))) {
+      statements.push(...policy.Properties.PolicyDocument.Statement);
+    }
+  }
+  const pairs: string[] = [];
+  for (const st of statements) {
+    assert.equal(st.Effect, 'Allow');
+    assert.equal(st.NotAction, undefined);
+    assert.equal(st.NotResource, undefined);
+    assert.equal(st.Condition, undefined);
+    for (const action of [st.Action].flat()) {
+      assert.ok(!action.includes('*'), `${name}: wildcard action ${action}`);
+      for (const resource of [st.Resource].flat()) {
+        assert.notEqual(resource, '*', `${name}: ${action} on "*"`);
+        pairs.push(`${action} ${symbol(resource)}`);
+      }
+    }
+  }
+  return [...new Set(pairs)].sort();
+}
+
+describe('least privilege', () => {
+  const logs = ['logs:CreateLogStream own-log-group', 'logs:PutLogEvents own-log-group'];
+  const on = (resource: string, ...actions: string[]) => actions.map((a) => `${a} ${resource}`);
+  const rotate = on('table', 'dynamodb:GetItem', 'dynamodb:PutItem', 'dynamodb:UpdateItem', 'dynamodb:DeleteItem', 'dynamodb:ConditionCheckItem');
+  const expected: Record<FunctionName, string[]> = {
+    authorize: [...logs, ...on('table', 'dynamodb:GetItem', 'dynamodb:PutItem', 'dynamodb:DeleteItem')],
+    token: [...logs, ...rotate, ...on('key', 'kms:Sign', 'kms:GetPublicKey')],
+    refresh: [...logs, ...rotate, ...on('key', 'kms:Sign', 'kms:GetPublicKey')],
+    revoke: [
+      ...logs,
+      ...on('table', 'dynamodb:GetItem', 'dynamodb:UpdateItem', 'dynamodb:DeleteItem'),
+      ...on('table/index/by_user', 'dynamodb:Query'),
+      ...on('table/index/by_client', 'dynamodb:Query'),
+    ],
+    discovery: [...logs, ...on('key', 'kms:GetPublicKey')],
+  };
+
+  for (const name of FUNCTION_NAMES) {
+    test(`${name}: exactly its own grants`, () => {
+      assert.deepEqual(grants(defaults, name), [...expected[name]].sort());
+    });
+  }
+
+  test('each function has a role of its own', () => {
+    const roles = FUNCTION_NAMES.map((n) => JSON.stringify(defaults.json.Resources[defaults.fnId[n]].Properties.Role));
+    assert.equal(new Set(roles).size, 5);
+    assert.equal(ofType(defaults, 'AWS::IAM::Role').length, 5);
+  });
+
+  test('additional published keys: GetPublicKey on all, Sign on the stack key only', () => {
+    const old = 'arn:aws:kms:eu-west-1:111111111111:key/00000000-0000-0000-0000-000000000000';
+    const s = synth({ additionalPublicKeyArns: old });
+    const [keyId] = one(s, 'AWS::KMS::Key');
+    assert.deepEqual(s.json.Resources[s.fnId.discovery].Properties.Environment.Variables.TOKENFN_KMS_KEY_IDS, {
+      'Fn::Join': ['', [{ 'Fn::GetAtt': [keyId, 'Arn'] }, `,${old}`]],
+    });
+    const token = grants(s, 'token');
+    assert.ok(token.includes(`kms:GetPublicKey ${JSON.stringify(old)}`));
+    assert.ok(!token.includes(`kms:Sign ${JSON.stringify(old)}`));
+    assert.ok(token.includes('kms:Sign key'));
+  });
+});
+
+describe('alarms and outputs', () => {
+  test('Errors and Throttles alarms on token and refresh', () => {
+    const alarms = ofType(defaults, 'AWS::CloudWatch::Alarm').map(([, a]) => {
+      const p = a.Properties;
+      assert.equal(p.Namespace, 'AWS/Lambda');
+      assert.equal(p.Dimensions.length, 1);
+      assert.equal(p.Dimensions[0].Name, 'FunctionName');
+      const name = FUNCTION_NAMES.find((n) => defaults.fnId[n] === p.Dimensions[0].Value.Ref);
+      return `${name} ${p.MetricName}`;
+    });
+    assert.deepEqual(alarms.sort(), ['refresh Errors', 'refresh Throttles', 'token Errors', 'token Throttles']);
+
+    const topic = 'arn:aws:sns:eu-west-1:111111111111:ops';
+    const s = synth({ alarmTopicArn: topic });
+    for (const [, a] of ofType(s, 'AWS::CloudWatch::Alarm')) assert.deepEqual(a.Properties.AlarmActions, [topic]);
+  });
+
+  test('issuer, discovery URL, function names and the revoke ARN', () => {
+    const [apiId] = one(defaults, 'AWS::ApiGatewayV2::Api');
+    const out = defaults.json.Outputs;
+    assert.deepEqual(out.IssuerUrl.Value, { 'Fn::GetAtt': [apiId, 'ApiEndpoint'] });
+    assert.deepEqual(out.DiscoveryUrl.Value, {
+      'Fn::Join': ['', [{ 'Fn::GetAtt': [apiId, 'ApiEndpoint'] }, '/.well-known/openid-configuration']],
+    });
+    for (const name of FUNCTION_NAMES) {
+      const title = name[0].toUpperCase() + name.slice(1);
+      assert.deepEqual(out[`${title}FunctionName`]?.Value, { Ref: defaults.fnId[name] }, name);
+    }
+    assert.deepEqual(out.JwksUrl.Value, {
+      'Fn::Join': ['', [{ 'Fn::GetAtt': [apiId, 'ApiEndpoint'] }, '/.well-known/jwks.json']],
+    });
+    assert.deepEqual(out.RevokeFunctionArn.Value, { 'Fn::GetAtt': [defaults.fnId.revoke, 'Arn'] });
+  });
+});
