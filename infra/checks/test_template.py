@@ -17,7 +17,8 @@ valid CloudFormation and SAM. These tests check what cfn-lint cannot know:
 - every reference resolves and no resource depends on itself (cfn-lint does
   not see references made from SAM Globals);
 - the functions are built by SAM's cargo-lambda builder from this workspace,
-  read the settings the code reads, and log JSON to groups with retention.
+  read the settings the code reads, and log JSON to groups with retention,
+  with Lambda's log levels (TRACE, INFO) leaving the filtering to TOKENFN_LOG.
 
 The template is parsed with cfn-lint's own decoder, which understands the
 short forms of intrinsic functions (!Ref, !Sub, !GetAtt, !If ...).
@@ -410,6 +411,14 @@ def test_sam_transform_gives_valid_cloudformation(case: str, monkeypatch: pytest
     output = transform(plain, parameters, NoManagedPolicies())
     assert "Transform" not in output
     assert not any(r["Type"].startswith("AWS::Serverless::") for r in output["Resources"].values())
+    # Globals' LoggingConfig merged with each function's own LogGroup.
+    for logical_id, resource in output["Resources"].items():
+        if resource["Type"] == "AWS::Lambda::Function":
+            logging = resource["Properties"]["LoggingConfig"]
+            assert {k: logging.get(k) for k in ("LogFormat", "ApplicationLogLevel", "SystemLogLevel")} == {
+                "LogFormat": "JSON", "ApplicationLogLevel": "TRACE", "SystemLogLevel": "INFO"
+            }, f"{logical_id}: {logging}"
+            assert "LogGroup" in logging, logical_id
     found = lint(json.dumps(output), config=ManualArgs(regions=["us-east-1"]))
     assert not found, "the transformed template does not lint:\n" + "\n".join(str(m) for m in found)
 
@@ -533,7 +542,7 @@ def test_environment_matches_what_the_code_reads(resources: dict, functions: dic
         unknown = set(variables) - read
         assert not unknown, f"{logical_id} sets {sorted(unknown)}, which the code never reads"
         for required in ("TOKENFN_ISSUER", "TOKENFN_TABLE", "TOKENFN_LOG", "TOKENFN_ACCESS_TOKEN_TTL",
-                         "TOKENFN_REFRESH_TTL", "TOKENFN_REFRESH_IDLE_TTL", "TOKENFN_REUSE_LEEWAY"):
+                         "TOKENFN_ID_TOKEN_TTL", "TOKENFN_REFRESH_TTL", "TOKENFN_REFRESH_IDLE_TTL", "TOKENFN_REUSE_LEEWAY"):
             assert required in variables, f"{logical_id} lacks {required}"
         assert variables["TOKENFN_TABLE"] == {"Ref": "Table"}, logical_id
         has_keys = "TOKENFN_KMS_KEY_IDS" in variables
@@ -550,6 +559,10 @@ def test_logs_are_json_with_retention(template: dict, resources: dict, functions
     for logical_id in functions.values():
         logging = resources[logical_id]["Properties"]["LoggingConfig"]
         assert logging["LogFormat"] == "JSON", logical_id
+        # TOKENFN_LOG filters; Lambda's JSON log-level filter must let
+        # through whatever it lets through (its default drops below INFO).
+        assert logging.get("ApplicationLogLevel") == "TRACE", f"{logical_id}: LoggingConfig.ApplicationLogLevel"
+        assert logging.get("SystemLogLevel") == "INFO", f"{logical_id}: LoggingConfig.SystemLogLevel"
         group = ref_target(logging["LogGroup"])
         assert group and resources[group]["Type"] == "AWS::Logs::LogGroup", f"{logical_id}: LoggingConfig.LogGroup"
         retention = resources[group]["Properties"].get("RetentionInDays")

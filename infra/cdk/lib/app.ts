@@ -16,7 +16,7 @@ import { TokenfnStack, TokenfnStackProps } from './tokenfn-stack';
  * | `domainName`, `certificateArn` | custom domain for the issuer |
  * | `additionalPublicKeyArns` | comma list of extra keys to publish |
  * | `alarmTopicArn` | SNS topic for the alarms |
- * | `accessTokenTtl`, `refreshTtl`, `refreshIdleTtl`, `reuseLeeway` | seconds |
+ * | `accessTokenTtl`, `idTokenTtl`, `refreshTtl`, `refreshIdleTtl`, `reuseLeeway` | seconds |
  * | `log` | TOKENFN_LOG |
  */
 export function propsFromContext(app: App): TokenfnStackProps & { stackName: string } {
@@ -64,6 +64,7 @@ export function propsFromContext(app: App): TokenfnStackProps & { stackName: str
     alarmTopicArn: text('alarmTopicArn'),
     settings: {
       accessTokenTtl: whole('accessTokenTtl'),
+      idTokenTtl: whole('idTokenTtl'),
       refreshTtl: whole('refreshTtl'),
       refreshIdleTtl: whole('refreshIdleTtl'),
       reuseLeeway: whole('reuseLeeway'),

@@ -58,10 +58,43 @@ export const ACCESS: Readonly<
   discovery: { table: [], indexes: [], keys: 'publish' },
 };
 
+/**
+ * What the account root may do with the signing key, through its key policy:
+ * everything CloudFormation does to the key and its alias, and what an
+ * administrator needs to inspect, disable or delete it. No kms:Sign, no
+ * kms:GetPublicKey and no grants, so no IAM policy in the account can give
+ * anyone the use of the key. The same list as infra/template.yaml's
+ * KeyAdministration statement (test/stack.test.ts compares them).
+ */
+export const KEY_ADMIN_ACTIONS = [
+  'kms:DescribeKey',
+  'kms:GetKeyPolicy',
+  'kms:PutKeyPolicy',
+  'kms:ListKeyPolicies',
+  'kms:GetKeyRotationStatus',
+  'kms:EnableKeyRotation',
+  'kms:DisableKeyRotation',
+  'kms:ListResourceTags',
+  'kms:TagResource',
+  'kms:UntagResource',
+  'kms:UpdateKeyDescription',
+  'kms:EnableKey',
+  'kms:DisableKey',
+  'kms:ScheduleKeyDeletion',
+  'kms:CancelKeyDeletion',
+  'kms:CreateAlias',
+  'kms:UpdateAlias',
+  'kms:DeleteAlias',
+  'kms:ListGrants',
+  'kms:RevokeGrant',
+] as const;
+
 /** Defaults for clients registered without their own lifetimes (seconds). */
 export interface TokenSettings {
   /** TOKENFN_ACCESS_TOKEN_TTL. @default 900 */
   readonly accessTokenTtl?: number;
+  /** TOKENFN_ID_TOKEN_TTL: lifetime of ID tokens. @default 3600 */
+  readonly idTokenTtl?: number;
   /** TOKENFN_REFRESH_TTL: absolute lifetime of a grant's refresh tokens. @default 2592000 (30 days) */
   readonly refreshTtl?: number;
   /** TOKENFN_REFRESH_IDLE_TTL. @default 1296000 (15 days) */
@@ -137,12 +170,28 @@ export class TokenfnStack extends Stack {
     );
 
     // ES256. Retained: deleting it would invalidate every token it signed.
+    // Its own policy instead of CDK's default (the account root may kms:*):
+    // the account's administrators manage the key (KEY_ADMIN_ACTIONS), and
+    // the statements added below, once the roles exist, let the token and
+    // refresh roles sign and read the public key and the discovery role read
+    // the public key. Nobody else can use it, whatever their IAM policies say.
     this.signingKey = new kms.Key(this, 'SigningKey', {
       description: 'tokenfn ES256 token signing key',
       keySpec: kms.KeySpec.ECC_NIST_P256,
       keyUsage: kms.KeyUsage.SIGN_VERIFY,
       alias: `alias/${this.stackName}/signing`,
       removalPolicy: RemovalPolicy.RETAIN,
+      policy: new iam.PolicyDocument({
+        statements: [
+          new iam.PolicyStatement({
+            sid: 'KeyAdministration',
+            principals: [new iam.AccountRootPrincipal()],
+            actions: [...KEY_ADMIN_ACTIONS],
+            // In a key policy "*" is this key, and nothing else.
+            resources: ['*'],
+          }),
+        ],
+      }),
     });
     const publishedKeyArns = [this.signingKey.keyArn, ...(props.additionalPublicKeyArns ?? [])];
 
@@ -175,6 +224,7 @@ export class TokenfnStack extends Stack {
       TOKENFN_ISSUER: this.issuer,
       TOKENFN_TABLE: this.table.tableName,
       TOKENFN_ACCESS_TOKEN_TTL: seconds('accessTokenTtl', settings.accessTokenTtl ?? 900),
+      TOKENFN_ID_TOKEN_TTL: seconds('idTokenTtl', settings.idTokenTtl ?? 3600),
       TOKENFN_REFRESH_TTL: seconds('refreshTtl', settings.refreshTtl ?? 30 * 86_400),
       TOKENFN_REFRESH_IDLE_TTL: seconds('refreshIdleTtl', settings.refreshIdleTtl ?? 15 * 86_400),
       TOKENFN_REUSE_LEEWAY: seconds('reuseLeeway', settings.reuseLeeway ?? 0),
@@ -182,6 +232,7 @@ export class TokenfnStack extends Stack {
     };
 
     const functions = {} as Record<FunctionName, lambda.Function>;
+    const keyUsers = { sign: [] as iam.Role[], publish: [] as iam.Role[] };
     for (const name of FUNCTION_NAMES) {
       const title = name[0].toUpperCase() + name.slice(1);
       const access = ACCESS[name];
@@ -202,10 +253,15 @@ export class TokenfnStack extends Stack {
       if (access.indexes.length > 0) {
         role.addToPolicy(new iam.PolicyStatement({ actions: [...access.indexes], resources: indexArns }));
       }
+      // These go to the role's DefaultPolicy, an AWS::IAM::Policy of its own
+      // (as the SAM template's AWS::IAM::RolePolicy): the key's policy names
+      // the role, so the role itself must not depend on the key.
       if (access.keys === 'sign') {
+        keyUsers.sign.push(role);
         role.addToPolicy(new iam.PolicyStatement({ actions: ['kms:Sign'], resources: [this.signingKey.keyArn] }));
       }
       if (access.keys !== 'none') {
+        keyUsers.publish.push(role);
         // GetPublicKey for every published key, once per container at init.
         role.addToPolicy(new iam.PolicyStatement({ actions: ['kms:GetPublicKey'], resources: publishedKeyArns }));
       }
@@ -244,6 +300,23 @@ export class TokenfnStack extends Stack {
       new CfnOutput(this, `${title}FunctionName`, { value: fn.functionName });
     }
     this.functions = functions;
+
+    this.signingKey.addToResourcePolicy(
+      new iam.PolicyStatement({
+        sid: 'SignTokens',
+        principals: keyUsers.sign,
+        actions: ['kms:Sign'],
+        resources: ['*'],
+      }),
+    );
+    this.signingKey.addToResourcePolicy(
+      new iam.PolicyStatement({
+        sid: 'PublishPublicKey',
+        principals: keyUsers.publish,
+        actions: ['kms:GetPublicKey'],
+        resources: ['*'],
+      }),
+    );
 
     // Function errors are crashes, init failures and timeouts: a handled
     // failure is an HTTP reply, so any error at all deserves a look.

@@ -14,7 +14,7 @@ import { CfnFunction } from 'aws-cdk-lib/aws-lambda';
 
 import { buildStack } from '../lib/app';
 import { FUNCTION_NAMES, FunctionName, ROUTES, Route } from '../lib/routes';
-import { TokenfnStack, WORKSPACE_ROOT } from '../lib/tokenfn-stack';
+import { KEY_ADMIN_ACTIONS, TokenfnStack, WORKSPACE_ROOT } from '../lib/tokenfn-stack';
 
 const CDK_JSON = path.resolve(__dirname, '..', '..', 'cdk.json');
 const FEATURE_FLAGS: Record<string, unknown> = JSON.parse(readFileSync(CDK_JSON, 'utf8')).context ?? {};
@@ -176,6 +176,7 @@ describe('functions', () => {
       TOKENFN_ISSUER: { 'Fn::GetAtt': [apiId, 'ApiEndpoint'] },
       TOKENFN_TABLE: { Ref: tableId },
       TOKENFN_ACCESS_TOKEN_TTL: '900',
+      TOKENFN_ID_TOKEN_TTL: '3600',
       TOKENFN_REFRESH_TTL: '2592000',
       TOKENFN_REFRESH_IDLE_TTL: '1296000',
       TOKENFN_REUSE_LEEWAY: '0',
@@ -195,14 +196,16 @@ describe('functions', () => {
   });
 
   test('settings from context', () => {
-    const s = synth({ accessTokenTtl: '600', refreshTtl: '86400', refreshIdleTtl: '3600', reuseLeeway: '2', log: 'debug' });
+    const s = synth({ accessTokenTtl: '600', idTokenTtl: '1800', refreshTtl: '86400', refreshIdleTtl: '3600', reuseLeeway: '2', log: 'debug' });
     const env = s.json.Resources[s.fnId.token].Properties.Environment.Variables;
     assert.equal(env.TOKENFN_ACCESS_TOKEN_TTL, '600');
+    assert.equal(env.TOKENFN_ID_TOKEN_TTL, '1800');
     assert.equal(env.TOKENFN_REFRESH_TTL, '86400');
     assert.equal(env.TOKENFN_REFRESH_IDLE_TTL, '3600');
     assert.equal(env.TOKENFN_REUSE_LEEWAY, '2');
     assert.equal(env.TOKENFN_LOG, 'debug');
     assert.throws(() => synth({ accessTokenTtl: '15m' }), /accessTokenTtl must be a whole number/);
+    assert.throws(() => synth({ idTokenTtl: '1h' }), /idTokenTtl must be a whole number/);
   });
 
   test('a custom domain is the issuer, and the execute-api endpoint is off', () => {
@@ -280,6 +283,68 @@ describe('data and keys', () => {
     const [, alias] = one(defaults, 'AWS::KMS::Alias');
     assert.match(alias.Properties.AliasName, /^alias\//);
     assert.deepEqual(alias.Properties.TargetKeyId, { 'Fn::GetAtt': [keyId, 'Arn'] });
+  });
+
+  for (const [label, context] of [
+    ['defaults', {}],
+    ['with additional published keys', { additionalPublicKeyArns: 'arn:aws:kms:eu-west-1:111111111111:key/00000000-0000-0000-0000-000000000000' }],
+  ] as const) {
+    test(`the key policy: the root administers, only token and refresh sign (${label})`, () => {
+      const s = synth(context);
+      const [, key] = one(s, 'AWS::KMS::Key');
+      const roleOf: Record<string, FunctionName> = {};
+      for (const name of FUNCTION_NAMES) roleOf[s.json.Resources[s.fnId[name]].Properties.Role['Fn::GetAtt'][0]] = name;
+      const root = JSON.stringify({
+        'Fn::Join': ['', ['arn:', { Ref: 'AWS::Partition' }, ':iam::', { Ref: 'AWS::AccountId' }, ':root']],
+      });
+
+      const rootActions = new Set<string>();
+      const users: Record<string, Set<string>> = {};
+      for (const st of key.Properties.KeyPolicy.Statement) {
+        const sid: string = st.Sid ?? JSON.stringify(st.Principal);
+        assert.equal(st.Effect, 'Allow', sid);
+        for (const forbidden of ['NotAction', 'NotPrincipal', 'NotResource', 'Condition']) {
+          assert.equal(st[forbidden], undefined, `${sid}: ${forbidden}`);
+        }
+        // In a key policy "*" is the key itself.
+        assert.equal(st.Resource, '*', sid);
+        const actions: string[] = [st.Action].flat();
+        for (const action of actions) assert.ok(!/[*?]/.test(action), `${sid}: wildcard action ${action}`);
+        assert.deepEqual(Object.keys(st.Principal), ['AWS'], sid);
+        for (const principal of [st.Principal.AWS].flat()) {
+          if (JSON.stringify(principal) === root) {
+            for (const a of actions) rootActions.add(a);
+            continue;
+          }
+          const name = roleOf[principal?.['Fn::GetAtt']?.[0]];
+          assert.ok(name, `${sid}: principal ${JSON.stringify(principal)} is neither the account root nor a function's role`);
+          assert.deepEqual(principal, { 'Fn::GetAtt': [principal['Fn::GetAtt'][0], 'Arn'] });
+          for (const a of actions) (users[a] ??= new Set()).add(name);
+        }
+      }
+
+      // The administrators' list, and none of the actions that use the key:
+      // with those, any IAM policy in the account could grant them.
+      for (const use of ['kms:Sign', 'kms:Verify', 'kms:GetPublicKey', 'kms:CreateGrant', 'kms:Encrypt', 'kms:Decrypt']) {
+        assert.ok(!rootActions.has(use), `the account root may ${use}`);
+      }
+      assert.deepEqual([...rootActions].sort(), [...KEY_ADMIN_ACTIONS].sort());
+      const granted = Object.fromEntries(Object.entries(users).map(([a, names]) => [a, [...names].sort()]));
+      assert.deepEqual(granted, {
+        'kms:Sign': ['refresh', 'token'],
+        'kms:GetPublicKey': ['discovery', 'refresh', 'token'],
+      });
+    });
+  }
+
+  test('the key administration actions are those of infra/template.yaml', () => {
+    const sam = readFileSync(path.join(WORKSPACE_ROOT, 'infra', 'template.yaml'), 'utf8');
+    const lists = sam
+      .split('Sid: KeyAdministration')
+      .slice(1)
+      .map((block) => [...block.split('Resource:')[0].matchAll(/^\s*- (kms:\w+)\s*$/gm)].map((m) => m[1]).sort());
+    assert.ok(lists.length > 0, 'no KeyAdministration statement in infra/template.yaml');
+    for (const list of lists) assert.deepEqual(list, [...KEY_ADMIN_ACTIONS].sort());
   });
 });
 

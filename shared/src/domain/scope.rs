@@ -77,6 +77,21 @@ impl fmt::Display for Scopes {
     }
 }
 
+/// The order a person reads scopes in: who you are, what the app may see,
+/// then staying signed in; others in between, alphabetically.
+pub fn in_reading_order(scopes: &Scopes) -> Vec<&str> {
+    let rank = |s: &str| match s {
+        OPENID => 0,
+        "profile" => 1,
+        "email" => 2,
+        OFFLINE_ACCESS => 4,
+        _ => 3,
+    };
+    let mut list: Vec<&str> = scopes.iter().collect();
+    list.sort_by_key(|s| rank(s));
+    list
+}
+
 /// Plain words for a scope on the consent page.
 pub fn describe(scope: &str) -> String {
     match scope {
@@ -106,6 +121,15 @@ mod tests {
         assert!(Scopes::parse("a\"b").is_err());
         assert!(Scopes::parse("a\\b").is_err());
         assert!(Scopes::parse("a\tb").is_err());
+    }
+
+    #[test]
+    fn consent_lists_identity_first_and_offline_access_last() {
+        let s = Scopes::parse("offline_access email api openid").unwrap();
+        assert_eq!(
+            in_reading_order(&s),
+            vec!["openid", "email", "api", "offline_access"]
+        );
     }
 
     #[test]

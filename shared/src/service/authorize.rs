@@ -534,10 +534,8 @@ fn consent_page(interaction: &Interaction, csrf: String, client: &Client) -> Pag
         interaction: interaction.id.clone(),
         csrf,
         client_name: client.name.clone(),
-        scopes: interaction
-            .request
-            .scopes
-            .iter()
+        scopes: crate::domain::scope::in_reading_order(&interaction.request.scopes)
+            .into_iter()
             .map(crate::domain::scope::describe)
             .collect(),
     }
