@@ -43,10 +43,17 @@ mkdir -p target
   -H 127.0.0.1 -p "$PORT" > target/moto.log 2>&1 &
 MOTO_PID=$!
 trap 'kill $MOTO_PID 2>/dev/null || true' EXIT
-for _ in $(seq 1 100); do
-  if curl -s -o /dev/null "http://127.0.0.1:$PORT/moto-api/"; then break; fi
-  sleep 0.1
-done
+# Wait until it accepts connections (at most 10 s).
+python3 - "$PORT" <<'PY'
+import socket, sys, time
+for _ in range(100):
+    try:
+        socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=0.2).close()
+        sys.exit(0)
+    except OSError:
+        time.sleep(0.1)
+sys.exit("moto did not start; see target/moto.log")
+PY
 export AWS_ENDPOINT_URL="http://127.0.0.1:$PORT"
 export AWS_ACCESS_KEY_ID=test AWS_SECRET_ACCESS_KEY=test AWS_REGION=us-east-1
 unset AWS_PROFILE AWS_SESSION_TOKEN
