@@ -39,7 +39,7 @@ pub async fn seed(services: &Services) -> Result<(), String> {
         .add_client(add("demo-mobile", "Demo mobile app", None))
         .await
         .map_err(err)?;
-    services
+    let user = services
         .add_user("demo", &password, Some("demo@example.com".into()))
         .await
         .map_err(err)?;
@@ -62,7 +62,10 @@ pub async fn seed(services: &Services) -> Result<(), String> {
     println!("These secrets are shown once; only their hashes are stored.");
     println!("  confidential client: client_id=demo-web client_secret={secret}");
     println!("  public client:       client_id=demo-mobile (no secret; PKCE S256 required)");
-    println!("  user:                username=demo password={password}");
+    println!(
+        "  user:                username=demo password={password} user_id={}",
+        user.id
+    );
     println!("  redirect URI:        {redirect}");
     println!("Open this URL in a browser to sign in and get a code:");
     println!("  {url}");
