@@ -20,6 +20,7 @@ pub enum ClientCommand {
 }
 
 #[derive(Args)]
+#[command(group(clap::ArgGroup::new("kind").required(true).args(["public", "secret_stdin"])))]
 pub struct ClientAdd {
     #[arg(long)]
     client_id: String,
@@ -27,11 +28,7 @@ pub struct ClientAdd {
     #[arg(long = "redirect-uri")]
     redirect_uris: Vec<String>,
     /// A public client (mobile, SPA): no secret, PKCE required.
-    #[arg(
-        long,
-        conflicts_with = "secret_stdin",
-        required_unless_present = "secret_stdin"
-    )]
+    #[arg(long)]
     public: bool,
     /// A confidential client: read its secret (32+ random characters) from stdin.
     #[arg(long)]
