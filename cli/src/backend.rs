@@ -77,12 +77,7 @@ impl Backend {
     async fn store(&self) -> Result<Arc<dyn Store>, String> {
         match self.args.store {
             StoreKind::Sqlite => {
-                create_private_dir(&self.data_dir).map_err(|e| {
-                    format!(
-                        "cannot create the data folder {}: {e}",
-                        self.data_dir.display()
-                    )
-                })?;
+                self.ensure_data_dir()?;
                 let store = SqliteStore::open(&self.data_dir.join("tokenfn.db"))
                     .map_err(|e| e.to_string())?;
                 Ok(Arc::new(store))
@@ -93,6 +88,16 @@ impl Backend {
                 Ok(Arc::new(DynamoStore::new(client, table)))
             }
         }
+    }
+
+    /// The data folder, created (owner-only) if it is missing.
+    fn ensure_data_dir(&self) -> Result<(), String> {
+        create_private_dir(&self.data_dir).map_err(|e| {
+            format!(
+                "cannot create the data folder {}: {e}",
+                self.data_dir.display()
+            )
+        })
     }
 
     fn table(&self) -> Result<String, String> {
@@ -108,12 +113,7 @@ impl Backend {
         let store = self.store().await?;
         let (signer, created): (Arc<dyn Signer>, bool) = match self.args.signer {
             SignerKind::Local => {
-                create_private_dir(&self.data_dir).map_err(|e| {
-                    format!(
-                        "cannot create the data folder {}: {e}",
-                        self.data_dir.display()
-                    )
-                })?;
+                self.ensure_data_dir()?;
                 let (signer, created) =
                     LocalSigner::load_or_create(&self.data_dir).map_err(|e| e.to_string())?;
                 (Arc::new(signer), created)

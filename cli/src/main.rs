@@ -83,14 +83,15 @@ fn main() -> ExitCode {
 }
 
 fn print_routes() -> Result<(), String> {
-    let routes: serde_json::Map<String, serde_json::Value> = tokenfn_core::http::functions()
+    let routes: serde_json::Map<String, serde_json::Value> = tokenfn_core::http::FUNCTIONS
         .iter()
-        .map(|(name, routes)| {
-            let list = routes
+        .map(|f| {
+            let list = f
+                .routes
                 .iter()
                 .map(|r| serde_json::json!({ "method": r.method.as_str(), "path": r.path }))
                 .collect();
-            ((*name).to_owned(), serde_json::Value::Array(list))
+            (f.name.to_owned(), serde_json::Value::Array(list))
         })
         .collect();
     let text = serde_json::to_string_pretty(&routes).map_err(|e| e.to_string())?;

@@ -12,10 +12,7 @@ use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
-use tokenfn_core::http::{
-    Request, Response, authorize::AuthorizeRouter, discovery::DiscoveryRouter,
-    refresh::RefreshRouter, revoke::RevokeRouter, token::TokenRouter, wire,
-};
+use tokenfn_core::http::{FUNCTIONS, Handler, Request, Response, Route, wire};
 use tokenfn_core::service::Services;
 use tokio::net::TcpListener;
 
@@ -34,44 +31,31 @@ pub struct ServeArgs {
 
 /// Every router of every function, mounted by path.
 pub struct LocalServer {
-    authorize: AuthorizeRouter,
-    token: TokenRouter,
-    refresh: RefreshRouter,
-    revoke: RevokeRouter,
-    discovery: DiscoveryRouter,
-    services: Arc<Services>,
+    routers: Vec<(&'static [Route], Arc<dyn Handler>)>,
+    issuer: String,
 }
 
 impl LocalServer {
     pub fn new(services: Arc<Services>) -> Self {
         Self {
-            authorize: AuthorizeRouter::new(services.clone()),
-            token: TokenRouter::new(services.clone()),
-            refresh: RefreshRouter::new(services.clone()),
-            revoke: RevokeRouter::new(services.clone()),
-            discovery: DiscoveryRouter::new(services.clone()),
-            services,
+            routers: FUNCTIONS
+                .iter()
+                .map(|f| (f.routes, (f.router)(services.clone())))
+                .collect(),
+            issuer: services.config.issuer.clone(),
         }
     }
 
     pub async fn handle(&self, req: Request) -> Response {
-        use tokenfn_core::http::{authorize, discovery, refresh, revoke, token};
         let path = req.uri().path();
-        let serves = |routes: &[tokenfn_core::http::Route]| routes.iter().any(|r| r.path == path);
-        if serves(authorize::ROUTES) {
-            self.authorize.handle(req).await
-        } else if serves(token::ROUTES) {
-            self.token.handle(req).await
-        } else if serves(refresh::ROUTES) {
-            self.refresh.handle(req).await
-        } else if serves(revoke::ROUTES) {
-            self.revoke.handle(req).await
-        } else if serves(discovery::ROUTES) {
-            self.discovery.handle(req).await
-        } else if path == demo::CALLBACK {
-            demo::callback(&self.services.config.issuer, &req)
-        } else {
-            wire::json_error(404, "invalid_request", "no such endpoint", &[])
+        let router = self
+            .routers
+            .iter()
+            .find(|(routes, _)| routes.iter().any(|r| r.path == path));
+        match router {
+            Some((_, router)) => router.handle(req).await,
+            None if path == demo::CALLBACK => demo::callback(&self.issuer, &req),
+            None => wire::json_error(404, "invalid_request", "no such endpoint", &[]),
         }
     }
 }

@@ -8,6 +8,7 @@ use bytes::Bytes;
 use lambda_http::{Body, LambdaEvent, Service as _, service_fn};
 use serde_json::{Value, json};
 
+use crate::aws::Keys;
 use crate::http::{Handler, Request, Response};
 use crate::service::Services;
 use crate::service::admin::RevokeTarget;
@@ -31,6 +32,15 @@ pub fn init_failed(message: &str) -> ! {
     eprintln!("tokenfn: init failed: {message}");
     tracing::error!(error = message, "init failed");
     std::process::exit(1)
+}
+
+/// A container's init: logging, then the settings, SDK clients, store and
+/// signer, once. Settings that are missing or wrong end the container.
+pub async fn start(keys: Keys) -> Arc<Services> {
+    init_logging();
+    crate::aws::init(keys)
+        .await
+        .unwrap_or_else(|e| init_failed(&e))
 }
 
 pub fn to_request(req: lambda_http::Request) -> Request {
@@ -58,13 +68,17 @@ pub fn to_response(resp: Response) -> lambda_http::Response<Body> {
     http::Response::from_parts(parts, body)
 }
 
+/// One API Gateway request through a router.
+async fn answer(
+    handler: Arc<dyn Handler>,
+    req: lambda_http::Request,
+) -> Result<lambda_http::Response<Body>, Infallible> {
+    Ok(to_response(handler.handle(to_request(req)).await))
+}
+
 /// Runs `handler` for every API Gateway event this container receives.
 pub async fn run_http(handler: Arc<dyn Handler>) -> Result<(), lambda_http::Error> {
-    lambda_http::run(service_fn(move |req: lambda_http::Request| {
-        let handler = handler.clone();
-        async move { Ok::<_, Infallible>(to_response(handler.handle(to_request(req)).await)) }
-    }))
-    .await
+    lambda_http::run(service_fn(move |req| answer(handler.clone(), req))).await
 }
 
 /// The revoke function: API Gateway events go to its router; direct
@@ -114,10 +128,8 @@ pub(crate) async fn dispatch(
         })?;
     // The same adapter lambda_http::run uses, so that the response has the
     // shape the event's origin expects.
-    let mut adapter = lambda_http::Adapter::from(service_fn(move |req: lambda_http::Request| {
-        let handler = handler.clone();
-        async move { Ok::<_, Infallible>(to_response(handler.handle(to_request(req)).await)) }
-    }));
+    let mut adapter =
+        lambda_http::Adapter::from(service_fn(move |req| answer(handler.clone(), req)));
     let response = adapter
         .call(LambdaEvent::new(request, context))
         .await

@@ -4,15 +4,12 @@
 
 use std::sync::Arc;
 
-use tokenfn_core::aws::{self, Keys};
+use tokenfn_core::aws::Keys;
 use tokenfn_core::http::revoke::RevokeRouter;
 use tokenfn_core::lambda;
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), lambda::Error> {
-    lambda::init_logging();
-    let services = aws::init(Keys::None)
-        .await
-        .unwrap_or_else(|e| lambda::init_failed(&e));
+    let services = lambda::start(Keys::None).await;
     lambda::run_revoke(Arc::new(RevokeRouter::new(services.clone())), services).await
 }

@@ -3,6 +3,7 @@
 
 use std::sync::Arc;
 
+use bytes::Bytes;
 use http::Method;
 use serde_json::{Value, json};
 
@@ -21,22 +22,23 @@ pub const ROUTES: &[Route] = &[
 ];
 
 pub struct DiscoveryRouter {
-    metadata: Value,
-    jwks: Value,
+    /// Both documents are encoded once, when the container starts.
+    metadata: Bytes,
+    jwks: Bytes,
 }
 
 impl DiscoveryRouter {
     pub fn new(services: Arc<Services>) -> Self {
         Self {
-            metadata: metadata(&services),
-            jwks: services.signer.jwks(),
+            metadata: Bytes::from(metadata(&services).to_string()),
+            jwks: Bytes::from(services.signer.jwks().to_string()),
         }
     }
 
     pub async fn handle(&self, req: Request) -> Response {
         match (req.method(), req.uri().path()) {
-            (&Method::GET, DISCOVERY) => wire::json_public(&self.metadata, 300),
-            (&Method::GET, JWKS) => wire::json_public(&self.jwks, 300),
+            (&Method::GET, DISCOVERY) => wire::json_public(self.metadata.clone(), 300),
+            (&Method::GET, JWKS) => wire::json_public(self.jwks.clone(), 300),
             _ => super::not_routed(ROUTES, &req),
         }
     }

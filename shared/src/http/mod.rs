@@ -10,9 +10,13 @@ pub mod revoke;
 pub mod token;
 pub mod wire;
 
+use std::sync::Arc;
+
 use async_trait::async_trait;
 use bytes::Bytes;
 use http::Method;
+
+use crate::service::Services;
 
 pub type Request = http::Request<Bytes>;
 pub type Response = http::Response<Bytes>;
@@ -77,14 +81,40 @@ pub(crate) fn not_routed(routes: &[Route], req: &Request) -> Response {
     }
 }
 
-/// Every function and the routes it serves, for the local server and for
-/// checking infrastructure templates against the code.
-pub fn functions() -> [(&'static str, &'static [Route]); 5] {
-    [
-        ("authorize", authorize::ROUTES),
-        ("token", token::ROUTES),
-        ("refresh", refresh::ROUTES),
-        ("revoke", revoke::ROUTES),
-        ("discovery", discovery::ROUTES),
-    ]
+/// One Lambda function: its name, the routes it serves, and how to build
+/// its router.
+pub struct Function {
+    pub name: &'static str,
+    pub routes: &'static [Route],
+    pub router: fn(Arc<Services>) -> Arc<dyn Handler>,
 }
+
+/// Every function, for the local server that mounts them all and for
+/// checking infrastructure templates against the code.
+pub const FUNCTIONS: [Function; 5] = [
+    Function {
+        name: "authorize",
+        routes: authorize::ROUTES,
+        router: |s| Arc::new(authorize::AuthorizeRouter::new(s)),
+    },
+    Function {
+        name: "token",
+        routes: token::ROUTES,
+        router: |s| Arc::new(token::TokenRouter::new(s)),
+    },
+    Function {
+        name: "refresh",
+        routes: refresh::ROUTES,
+        router: |s| Arc::new(refresh::RefreshRouter::new(s)),
+    },
+    Function {
+        name: "revoke",
+        routes: revoke::ROUTES,
+        router: |s| Arc::new(revoke::RevokeRouter::new(s)),
+    },
+    Function {
+        name: "discovery",
+        routes: discovery::ROUTES,
+        router: |s| Arc::new(discovery::DiscoveryRouter::new(s)),
+    },
+];

@@ -167,17 +167,14 @@ pub fn json_no_store<T: Serialize>(status: u16, value: &T) -> Response {
     }
 }
 
-/// A cacheable JSON document (discovery, JWKS).
-pub fn json_public<T: Serialize>(value: &T, max_age: u32) -> Response {
-    match serde_json::to_vec(value) {
-        Ok(body) => response(
-            200,
-            "application/json",
-            body.into(),
-            &[("cache-control", format!("public, max-age={max_age}"))],
-        ),
-        Err(_) => json_error(500, "server_error", "response could not be encoded", &[]),
-    }
+/// A cacheable JSON document already encoded (discovery, JWKS).
+pub fn json_public(body: Bytes, max_age: u32) -> Response {
+    response(
+        200,
+        "application/json",
+        body,
+        &[("cache-control", format!("public, max-age={max_age}"))],
+    )
 }
 
 pub fn json_error(

@@ -87,9 +87,13 @@ impl BrowserReply {
         }
     }
 
+    fn busy() -> Self {
+        Self::error(503, "The service is busy. Please try again in a moment.")
+    }
+
     fn unavailable(e: StoreError) -> Self {
         tracing::error!(error = %e, "dependency failed");
-        Self::error(503, "The service is busy. Please try again in a moment.")
+        Self::busy()
     }
 }
 
@@ -218,10 +222,7 @@ impl Services {
         let (id, csrf) = match (secret::new_id(), secret::new_secret()) {
             (Ok(id), Ok(csrf)) => (id, csrf),
             _ => {
-                return BrowserReply::error(
-                    503,
-                    "The service is busy. Please try again in a moment.",
-                );
+                return BrowserReply::busy();
             }
         };
         let mut set_cookies = Vec::new();
@@ -237,10 +238,7 @@ impl Services {
                     b
                 }
                 Err(_) => {
-                    return BrowserReply::error(
-                        503,
-                        "The service is busy. Please try again in a moment.",
-                    );
+                    return BrowserReply::busy();
                 }
             },
         };
@@ -476,10 +474,7 @@ impl Services {
         let (code, grant_id) = match (secret::new_secret(), secret::new_id()) {
             (Ok(c), Ok(g)) => (c, g),
             _ => {
-                return BrowserReply::error(
-                    503,
-                    "The service is busy. Please try again in a moment.",
-                );
+                return BrowserReply::busy();
             }
         };
         let record = AuthCode {

@@ -39,14 +39,7 @@ pub struct CodeExchange<'a> {
 
 impl Services {
     async fn client_for(&self, auth: &ClientAuth) -> Result<Client, OAuthError> {
-        let client = self
-            .store
-            .get_client(auth.client_id())
-            .await
-            .map_err(unavailable)?
-            .ok_or_else(|| OAuthError::invalid_client("client authentication failed"))?;
-        client.authenticate(auth)?;
-        Ok(client)
+        Self::check_client(auth, self.store.get_client(auth.client_id()).await)
     }
 
     /// Finishes a client's authentication after a parallel read.

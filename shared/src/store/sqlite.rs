@@ -213,6 +213,26 @@ impl SqliteStore {
 
     /// Runs `op` on the connection in the blocking pool: SQLite calls block
     /// (on disk and on other processes' locks) and must not stall the runtime.
+    /// Revokes every active grant whose `column` is `value`.
+    async fn revoke_where(
+        &self,
+        what: &'static str,
+        column: &'static str,
+        value: &str,
+        now: i64,
+    ) -> Result<u64, StoreError> {
+        let value = value.to_owned();
+        self.run(what, move |conn| {
+            Ok(conn
+                .prepare_cached(&format!(
+                    "UPDATE grants SET revoked_at = ?2
+                     WHERE {column} = ?1 AND revoked_at IS NULL AND expires_at > ?2"
+                ))?
+                .execute(params![value, now])? as u64)
+        })
+        .await
+    }
+
     async fn run<T, F>(&self, what: &'static str, op: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
@@ -261,6 +281,24 @@ fn collect_garbage(conn: &Connection, now: i64) -> rusqlite::Result<usize> {
 
 /// Housekeeping after a write has committed (or rolled back), outside its
 /// transaction so that the write lock is not held longer than the operation.
+/// Runs `op` in one IMMEDIATE transaction and commits only when `wrote`
+/// says its outcome changed something; otherwise nothing it did stays, and
+/// ending the transaction releases the lock.
+fn atomically<T>(
+    conn: &mut Connection,
+    op: impl FnOnce(&Transaction<'_>) -> Result<T, Failure>,
+    wrote: impl FnOnce(&T) -> bool,
+) -> Result<T, Failure> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let outcome = op(&tx)?;
+    if wrote(&outcome) {
+        tx.commit()?;
+    } else {
+        tx.rollback()?;
+    }
+    Ok(outcome)
+}
+
 fn after_write(conn: &Connection, gc: bool, now: i64) {
     if gc {
         // Best effort: a failure here must not fail the operation that committed.
@@ -580,13 +618,11 @@ impl Store for SqliteStore {
         let refresh = refresh.cloned();
         let gc = self.gc_due();
         self.run("redeem_code", move |conn| {
-            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            let outcome = redeem_in(&tx, &hash, &grant, refresh.as_ref(), now)?;
-            if outcome == Redeemed::Issued {
-                tx.commit()?;
-            } else {
-                tx.rollback()?;
-            }
+            let outcome = atomically(
+                conn,
+                |tx| redeem_in(tx, &hash, &grant, refresh.as_ref(), now),
+                |o| *o == Redeemed::Issued,
+            )?;
             after_write(conn, gc, now);
             Ok(outcome)
         })
@@ -626,14 +662,11 @@ impl Store for SqliteStore {
         let successor = successor.clone();
         let gc = self.gc_due();
         self.run("rotate_refresh", move |conn| {
-            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            let outcome = rotate_in(&tx, &old_hash, &successor, leeway, now)?;
-            if outcome == Rotated::Rotated {
-                tx.commit()?;
-            } else {
-                // Nothing was written; ending the transaction releases the lock.
-                tx.rollback()?;
-            }
+            let outcome = atomically(
+                conn,
+                |tx| rotate_in(tx, &old_hash, &successor, leeway, now),
+                |o| *o == Rotated::Rotated,
+            )?;
             after_write(conn, gc, now);
             Ok(outcome)
         })
@@ -650,13 +683,11 @@ impl Store for SqliteStore {
         let grant_id = grant_id.to_owned();
         let refresh_hash = refresh_hash.map(str::to_owned);
         self.run("undo_redemption", move |conn| {
-            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            let undone = undo_redemption_in(&tx, &code_hash, &grant_id, refresh_hash.as_deref())?;
-            if undone {
-                tx.commit()?;
-            } else {
-                tx.rollback()?;
-            }
+            let undone = atomically(
+                conn,
+                |tx| undo_redemption_in(tx, &code_hash, &grant_id, refresh_hash.as_deref()),
+                |undone| *undone,
+            )?;
             Ok(undone)
         })
         .await
@@ -670,13 +701,11 @@ impl Store for SqliteStore {
         let presented_hash = presented_hash.to_owned();
         let successor_hash = successor_hash.to_owned();
         self.run("undo_rotation", move |conn| {
-            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            let undone = undo_rotation_in(&tx, &presented_hash, &successor_hash)?;
-            if undone {
-                tx.commit()?;
-            } else {
-                tx.rollback()?;
-            }
+            let undone = atomically(
+                conn,
+                |tx| undo_rotation_in(tx, &presented_hash, &successor_hash),
+                |undone| *undone,
+            )?;
             Ok(undone)
         })
         .await
@@ -723,29 +752,13 @@ impl Store for SqliteStore {
     }
 
     async fn revoke_user(&self, user_id: &str, now: i64) -> Result<u64, StoreError> {
-        let user_id = user_id.to_owned();
-        self.run("revoke_user", move |conn| {
-            Ok(conn
-                .prepare_cached(
-                    "UPDATE grants SET revoked_at = ?2
-                     WHERE user_id = ?1 AND revoked_at IS NULL AND expires_at > ?2",
-                )?
-                .execute(params![user_id, now])? as u64)
-        })
-        .await
+        self.revoke_where("revoke_user", "user_id", user_id, now)
+            .await
     }
 
     async fn revoke_client(&self, client_id: &str, now: i64) -> Result<u64, StoreError> {
-        let client_id = client_id.to_owned();
-        self.run("revoke_client", move |conn| {
-            Ok(conn
-                .prepare_cached(
-                    "UPDATE grants SET revoked_at = ?2
-                     WHERE client_id = ?1 AND revoked_at IS NULL AND expires_at > ?2",
-                )?
-                .execute(params![client_id, now])? as u64)
-        })
-        .await
+        self.revoke_where("revoke_client", "client_id", client_id, now)
+            .await
     }
 
     async fn revoke_consent(
