@@ -306,9 +306,8 @@ async fn round_trips_to_aws_per_grant() {
     );
     assert_eq!(rounds, 2);
 
-    // With openid, the code exchange's ID token carries at_hash (OIDC Core
-    // §3.1.3.6), which covers the signed access token: its signature
-    // follows the access token's, one KMS round more, beside the write.
+    // With openid, both signatures (access token and ID token) run beside
+    // the write: the ID token has no at_hash to wait for.
     let code = s.code("openid offline_access").await;
     let (body, calls, rounds) = s
         .measured(&[
@@ -326,9 +325,8 @@ async fn round_trips_to_aws_per_grant() {
         names(&calls),
         ["GetItem", "GetItem", "Sign", "Sign", "TransactWriteItems"]
     );
-    assert!(rounds <= 3);
-    // A refresh's ID token has no at_hash (OIDC Core §12.2): both
-    // signatures run beside the write, two rounds in all.
+    assert_eq!(rounds, 2);
+    // A refresh with openid: the same two rounds.
     let rt = body["refresh_token"].as_str().unwrap().to_owned();
     let (_, calls, rounds) = s
         .measured(&[("grant_type", "refresh_token"), ("refresh_token", &rt)])

@@ -5,7 +5,7 @@
 use serde::Serialize;
 
 use super::Grant;
-use super::secret::{b64url, sha256};
+use super::secret::b64url;
 
 /// JOSE header of a token.
 #[derive(Debug, Serialize)]
@@ -46,19 +46,15 @@ pub struct IdClaims<'a> {
     /// Only in the ID token of the authorization response (§12.2: not on refresh).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub nonce: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub at_hash: Option<String>,
     pub amr: &'a [String],
 }
 
 impl<'a> IdClaims<'a> {
-    /// The ID token for `grant`. `access_token` gives `at_hash` (only the
-    /// code exchange's ID token has one). Profile and email claims are not
+    /// The ID token for `grant`. Profile and email claims are not
     /// in it: with an access token issued they come from UserInfo (OIDC Core §5.4).
     pub fn for_grant(
         issuer: &'a str,
         grant: &'a Grant,
-        access_token: Option<&str>,
         nonce: Option<&'a str>,
         now: i64,
         lifetime: i64,
@@ -72,16 +68,9 @@ impl<'a> IdClaims<'a> {
             iat: now,
             auth_time: grant.auth_time,
             nonce,
-            at_hash: access_token.map(at_hash),
             amr: &grant.amr,
         }
     }
-}
-
-/// OIDC Core §3.1.3.6: base64url of the left half of SHA-256 of the access
-/// token (for ES256 and RS256 alike).
-pub fn at_hash(access_token: &str) -> String {
-    b64url(&sha256(access_token.as_bytes())[..16])
 }
 
 /// `BASE64URL(header) '.' BASE64URL(claims)`: what gets signed.
@@ -104,15 +93,6 @@ pub fn compact(signing_input: &str, signature: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn at_hash_matches_oidc_example() {
-        // OIDC Core Appendix A.3 (access token and its at_hash).
-        assert_eq!(
-            at_hash("jHkWEdUXMU1BwAsC4vtUsZwnNvTIxEl0z9K3vx5KF0Y"),
-            "77QmUPtjPfzWtF2AnpK9RQ"
-        );
-    }
 
     #[test]
     fn signing_input_is_two_base64url_parts() {

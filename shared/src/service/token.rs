@@ -24,12 +24,6 @@ pub struct TokenResponse {
     pub id_token: Option<String>,
 }
 
-/// Which token request the tokens answer.
-enum Exchange<'a> {
-    Code { nonce: Option<&'a str> },
-    Refresh,
-}
-
 /// The parameters of an authorization_code token request.
 pub struct CodeExchange<'a> {
     pub code: &'a str,
@@ -135,15 +129,7 @@ impl Services {
         let (redeemed, minted) = tokio::join!(
             self.store
                 .redeem_code(&code_hash, &grant, record.as_ref(), now),
-            self.mint(
-                &client,
-                &grant,
-                &grant.scopes,
-                Exchange::Code {
-                    nonce: code.nonce.as_deref()
-                },
-                now
-            )
+            self.mint(&client, &grant, &grant.scopes, code.nonce.as_deref(), now)
         );
         match redeemed.map_err(unavailable)? {
             Redeemed::Issued => {}
@@ -234,7 +220,7 @@ impl Services {
             self.store
                 .rotate_refresh(&old_hash, &successor, client.lifetimes.reuse_leeway, now),
             // OIDC Core §12.2: no nonce in an ID token from a refresh.
-            self.mint(&client, &view.grant, &scopes, Exchange::Refresh, now)
+            self.mint(&client, &view.grant, &scopes, None, now)
         );
         match rotated.map_err(unavailable)? {
             Rotated::Rotated => {}
@@ -332,19 +318,19 @@ impl Services {
         })
     }
 
-    /// The access token (RFC 9068) and, for OpenID grants, the ID token.
+    /// The access token (RFC 9068) and, for OpenID grants, the ID token;
+    /// `nonce` only for the code exchange (OIDC Core §12.2).
     ///
-    /// `Exchange::Code`: the ID token carries `at_hash` (OIDC Core §3.1.3.6)
-    /// and a nonce, so its signature follows the access token's.
-    /// `Exchange::Refresh`: OIDC Core §12.2 asks for neither, so both
-    /// signatures run at once and a refresh stays within two sequential
-    /// round trips (DESIGN: AWS budget).
+    /// The ID token has no `at_hash`: it is optional at the token endpoint
+    /// (OIDC Core §3.1.3.6), and covering the signed access token would make
+    /// the ID token's signature wait for it, one sequential KMS round more
+    /// than the AWS budget allows (DESIGN). Both signatures run at once.
     async fn mint(
         &self,
         client: &Client,
         grant: &Grant,
         scopes: &Scopes,
-        exchange: Exchange<'_>,
+        nonce: Option<&str>,
         now: i64,
     ) -> Result<(String, Option<String>), OAuthError> {
         let claims = AccessClaims {
@@ -363,25 +349,18 @@ impl Services {
         if !grant.scopes.contains(OPENID) {
             return Ok((self.sign_jwt("at+jwt", &claims).await?, None));
         }
-        let issuer = &self.config.issuer;
-        let ttl = self.config.id_token_ttl;
-        match exchange {
-            Exchange::Code { nonce } => {
-                let access_token = self.sign_jwt("at+jwt", &claims).await?;
-                let id_claims =
-                    IdClaims::for_grant(issuer, grant, Some(&access_token), nonce, now, ttl);
-                let id_token = self.sign_jwt("JWT", &id_claims).await?;
-                Ok((access_token, Some(id_token)))
-            }
-            Exchange::Refresh => {
-                let id_claims = IdClaims::for_grant(issuer, grant, None, None, now, ttl);
-                let (access_token, id_token) = tokio::join!(
-                    self.sign_jwt("at+jwt", &claims),
-                    self.sign_jwt("JWT", &id_claims)
-                );
-                Ok((access_token?, Some(id_token?)))
-            }
-        }
+        let id_claims = IdClaims::for_grant(
+            &self.config.issuer,
+            grant,
+            nonce,
+            now,
+            self.config.id_token_ttl,
+        );
+        let (access_token, id_token) = tokio::join!(
+            self.sign_jwt("at+jwt", &claims),
+            self.sign_jwt("JWT", &id_claims)
+        );
+        Ok((access_token?, Some(id_token?)))
     }
 
     /// RFC 7009 §2.1: revoking a refresh token revokes its grant; a token we
