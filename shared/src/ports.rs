@@ -51,6 +51,13 @@ pub trait Store: Send + Sync {
     async fn add_user(&self, user: &User) -> Result<(), StoreError>;
     async fn get_user(&self, id: &str) -> Result<Option<User>, StoreError>;
     async fn find_user(&self, username: &str) -> Result<Option<User>, StoreError>;
+    /// Sets (`Some`) or removes (`None`) the user's TOTP secret. Returns
+    /// whether the user exists.
+    async fn set_totp(&self, user_id: &str, secret: Option<&str>) -> Result<bool, StoreError>;
+    /// Records that the TOTP code of `step` was used, atomically and only if
+    /// no code of that step or a later one was (RFC 6238 §5.2: a code works
+    /// once). Returns whether it was recorded.
+    async fn claim_totp_step(&self, user_id: &str, step: i64) -> Result<bool, StoreError>;
 
     // The browser side of the authorization endpoint.
     async fn put_interaction(&self, interaction: &Interaction) -> Result<(), StoreError>;

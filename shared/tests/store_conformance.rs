@@ -82,6 +82,7 @@ macro_rules! conformance {
         conformance!(@tests $backend, $build,
             clients_upsert_and_read,
             users_add_find_and_conflict,
+            totp_set_claim_and_reset,
             interactions_upsert_expire_and_delete,
             sessions_expire,
             consents_upsert,
@@ -151,6 +152,7 @@ fn client(id: &str) -> Client {
         grant_types: vec![GrantType::AuthorizationCode, GrantType::RefreshToken],
         scopes: scopes("openid email offline_access"),
         lifetimes: Lifetimes::default(),
+        require_mfa: true,
         created_at: T,
     }
 }
@@ -161,6 +163,7 @@ fn user(id: &str, username: &str) -> User {
         username: username.into(),
         password_hash: format!("$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$hash-of-{id}"),
         email: Some(format!("{username}@example.com")),
+        totp_secret: None,
         created_at: T,
     }
 }
@@ -317,6 +320,47 @@ async fn users_add_find_and_conflict(store: Arc<dyn Store>) {
     }
     assert_eq!(store.get_user("u3").await.unwrap(), None);
     assert_eq!(store.find_user("alice").await.unwrap(), Some(alice));
+}
+
+async fn totp_set_claim_and_reset(store: Arc<dyn Store>) {
+    assert!(!store.set_totp("nobody", Some("SECRET")).await.unwrap());
+    store.add_user(&user("u1", "alice")).await.unwrap();
+    assert!(
+        store
+            .set_totp("u1", Some("JBSWY3DPEHPK3PXP"))
+            .await
+            .unwrap()
+    );
+    // Both lookups see the secret.
+    let by_id = store.get_user("u1").await.unwrap().unwrap();
+    let by_name = store.find_user("alice").await.unwrap().unwrap();
+    assert_eq!(by_id.totp_secret.as_deref(), Some("JBSWY3DPEHPK3PXP"));
+    assert_eq!(by_name, by_id);
+
+    // A step works once, and never an earlier one after it.
+    assert!(store.claim_totp_step("u1", 100).await.unwrap());
+    assert!(!store.claim_totp_step("u1", 100).await.unwrap());
+    assert!(!store.claim_totp_step("u1", 99).await.unwrap());
+    assert!(store.claim_totp_step("u1", 101).await.unwrap());
+    assert!(!store.claim_totp_step("nobody", 5).await.unwrap());
+
+    // Reset removes the secret from both; a new enrolment starts afresh.
+    assert!(store.set_totp("u1", None).await.unwrap());
+    assert_eq!(
+        store.get_user("u1").await.unwrap().unwrap().totp_secret,
+        None
+    );
+    assert_eq!(
+        store.find_user("alice").await.unwrap().unwrap().totp_secret,
+        None
+    );
+    assert!(
+        store
+            .set_totp("u1", Some("KRSXG5CTMVRXEZLU"))
+            .await
+            .unwrap()
+    );
+    assert!(store.claim_totp_step("u1", 50).await.unwrap());
 }
 
 async fn interactions_upsert_expire_and_delete(store: Arc<dyn Store>) {

@@ -11,13 +11,21 @@ pub enum GrantType {
     AuthorizationCode,
     RefreshToken,
     ClientCredentials,
+    /// Resource Owner Password Credentials (RFC 6749 §4.3): only for clients
+    /// that are explicitly allowed it.
+    Password,
+    /// Device Authorization Grant (RFC 8628).
+    #[serde(rename = "urn:ietf:params:oauth:grant-type:device_code")]
+    DeviceCode,
 }
 
 impl GrantType {
-    pub const ALL: [GrantType; 3] = [
+    pub const ALL: [GrantType; 5] = [
         GrantType::AuthorizationCode,
         GrantType::RefreshToken,
         GrantType::ClientCredentials,
+        GrantType::Password,
+        GrantType::DeviceCode,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -25,10 +33,16 @@ impl GrantType {
             Self::AuthorizationCode => "authorization_code",
             Self::RefreshToken => "refresh_token",
             Self::ClientCredentials => "client_credentials",
+            Self::Password => "password",
+            Self::DeviceCode => "urn:ietf:params:oauth:grant-type:device_code",
         }
     }
 
+    /// The RFC's name; `device_code` is accepted for the device grant's URN.
     pub fn parse(s: &str) -> Option<Self> {
+        if s == "device_code" {
+            return Some(Self::DeviceCode);
+        }
         Self::ALL.into_iter().find(|g| g.as_str() == s)
     }
 }
@@ -78,6 +92,10 @@ pub struct Client {
     #[serde(with = "super::client_scopes")]
     pub scopes: Scopes,
     pub lifetimes: Lifetimes,
+    /// Users must have signed in with a second factor: grants made without
+    /// one stop refreshing when this is turned on.
+    #[serde(default)]
+    pub require_mfa: bool,
     pub created_at: i64,
 }
 
@@ -188,6 +206,7 @@ mod tests {
             grant_types: vec![GrantType::AuthorizationCode],
             scopes: Scopes::parse("openid email").unwrap(),
             lifetimes: Lifetimes::default(),
+            require_mfa: false,
             created_at: 0,
         }
     }

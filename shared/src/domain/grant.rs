@@ -29,6 +29,11 @@ impl Grant {
     pub fn is_active(&self, now: i64) -> bool {
         self.revoked_at.is_none() && now < self.expires_at
     }
+
+    /// Whether the user gave a second factor when this grant was made.
+    pub fn made_with_mfa(&self) -> bool {
+        self.amr.iter().any(|m| m == "otp" || m == "mfa")
+    }
 }
 
 /// An authorization code, stored by hash. Lives at most 60 s and is

@@ -11,6 +11,7 @@ pub mod request;
 pub mod scope;
 pub mod secret;
 pub mod token;
+pub mod totp;
 pub mod user;
 
 pub(crate) use client::scopes_as_string as client_scopes;

@@ -187,6 +187,7 @@ mod tests {
             grant_types: vec![GrantType::AuthorizationCode, GrantType::RefreshToken],
             scopes: Scopes::parse("openid email offline_access").unwrap(),
             lifetimes: Lifetimes::default(),
+            require_mfa: false,
             created_at: 0,
         }
     }

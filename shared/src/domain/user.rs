@@ -13,7 +13,16 @@ pub struct User {
     #[serde(skip_serializing)]
     pub password_hash: String,
     pub email: Option<String>,
+    /// The base32 TOTP secret (RFC 6238) when the user enrolled a second factor.
+    #[serde(skip_serializing, default)]
+    pub totp_secret: Option<String>,
     pub created_at: i64,
+}
+
+impl User {
+    pub fn has_mfa(&self) -> bool {
+        self.totp_secret.is_some()
+    }
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -7,7 +7,7 @@ use super::Services;
 use crate::domain::client::{ClientKind, Lifetimes};
 use crate::domain::secret::hash;
 use crate::domain::user::hash_password;
-use crate::domain::{Client, Grant, GrantType, Scopes, User, secret};
+use crate::domain::{Client, Grant, GrantType, Scopes, User, secret, totp};
 use crate::ports::StoreError;
 
 /// An admin operation that failed, with a message for a person.
@@ -105,6 +105,7 @@ impl Services {
             grant_types: new.grant_types,
             scopes: new.scopes,
             lifetimes: new.lifetimes,
+            require_mfa: false,
             created_at: self.clock.now(),
         };
         self.store.put_client(&client).await?;
@@ -138,6 +139,7 @@ impl Services {
             username: username.to_owned(),
             password_hash,
             email,
+            totp_secret: None,
             created_at: self.clock.now(),
         };
         match self.store.add_user(&user).await {
@@ -159,6 +161,46 @@ impl Services {
             .await?
             .map(|u| u.id)
             .ok_or_else(|| AdminError::NotFound(format!("no user named {username:?}")))
+    }
+
+    /// Gives the user a new TOTP secret (replacing any earlier one) and
+    /// returns the `otpauth://` URI to enrol an authenticator app with.
+    pub async fn enroll_mfa(&self, username: &str) -> Result<String, AdminError> {
+        let id = self.user_id(username).await?;
+        let secret = totp::new_secret().map_err(|e| AdminError::Invalid(e.to_string()))?;
+        let uri = totp::uri(&secret, "tokenfn", username)
+            .map_err(|e| AdminError::Invalid(e.to_string()))?;
+        if !self.store.set_totp(&id, Some(&secret)).await? {
+            return Err(AdminError::NotFound(format!("no user named {username:?}")));
+        }
+        tracing::info!(target: "audit", user = %id, "mfa enrolled");
+        Ok(uri)
+    }
+
+    /// Removes the user's second factor; returns whether there was one.
+    pub async fn reset_mfa(&self, username: &str) -> Result<bool, AdminError> {
+        let user = self
+            .store
+            .find_user(username)
+            .await?
+            .ok_or_else(|| AdminError::NotFound(format!("no user named {username:?}")))?;
+        self.store.set_totp(&user.id, None).await?;
+        tracing::info!(target: "audit", user = %user.id, had = user.has_mfa(), "mfa reset");
+        Ok(user.has_mfa())
+    }
+
+    /// Turns the client's MFA requirement on or off. Grants made without a
+    /// second factor stop refreshing while it is on.
+    pub async fn set_require_mfa(&self, client_id: &str, on: bool) -> Result<Client, AdminError> {
+        let mut client = self
+            .store
+            .get_client(client_id)
+            .await?
+            .ok_or_else(|| AdminError::NotFound(format!("no client with id {client_id:?}")))?;
+        client.require_mfa = on;
+        self.store.put_client(&client).await?;
+        tracing::info!(target: "audit", client = %client.id, require_mfa = on, "client updated");
+        Ok(client)
     }
 
     pub async fn grants_of(&self, username: &str) -> Result<Vec<Grant>, AdminError> {

@@ -616,6 +616,75 @@ impl Store for DynamoStore {
             .transpose()
     }
 
+    /// GetItem of the user (consistent), then one TransactWriteItems that
+    /// sets or removes the secret on both of the user's items.
+    async fn set_totp(&self, user_id: &str, secret: Option<&str>) -> Result<bool, StoreError> {
+        let Some(item) = self.get("set_totp", user_key(user_id), true).await? else {
+            return Ok(false);
+        };
+        let user = user_from(&item)?;
+        let update = |pk: String| {
+            let b = Update::builder()
+                .table_name(&self.table)
+                .key(PK, s(pk))
+                .condition_expression("attribute_exists(#pk) AND #id = :id")
+                .expression_attribute_names("#pk", PK)
+                .expression_attribute_names("#id", "id")
+                .expression_attribute_names("#secret", "totp_secret")
+                .expression_attribute_names("#step", "totp_step")
+                .expression_attribute_values(":id", s(user_id));
+            match secret {
+                Some(v) => b
+                    .update_expression("SET #secret = :secret REMOVE #step")
+                    .expression_attribute_values(":secret", s(v)),
+                None => b.update_expression("REMOVE #secret, #step"),
+            }
+            .build()
+            .map_err(|e| StoreError::Unavailable(format!("dynamodb set_totp: {e}")))
+        };
+        let items = vec![
+            TransactWriteItem::builder()
+                .update(update(user_key(user_id))?)
+                .build(),
+            TransactWriteItem::builder()
+                .update(update(username_key(&user.username))?)
+                .build(),
+        ];
+        match self.transact("set_totp", items).await? {
+            Transacted::Committed => Ok(true),
+            Transacted::Cancelled(reasons) if any_failed(&reasons) => Ok(false),
+            Transacted::Cancelled(reasons) => Err(cancelled("set_totp", &reasons)),
+        }
+    }
+
+    /// UpdateItem of the user's id item, conditional on the step.
+    async fn claim_totp_step(&self, user_id: &str, step: i64) -> Result<bool, StoreError> {
+        let updated = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key(PK, s(user_key(user_id)))
+            .update_expression("SET #step = :step")
+            .condition_expression(
+                "attribute_exists(#pk) AND (attribute_not_exists(#step) OR #step < :step)",
+            )
+            .expression_attribute_names("#pk", PK)
+            .expression_attribute_names("#step", "totp_step")
+            .expression_attribute_values(":step", n(step))
+            .send()
+            .await;
+        match updated {
+            Ok(_) => Ok(true),
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
+            {
+                Ok(false)
+            }
+            Err(e) => Err(sdk_error("claim_totp_step", e)),
+        }
+    }
+
     /// PutItem (an upsert: the same interaction is written again at sign-in).
     async fn put_interaction(&self, interaction: &Interaction) -> Result<(), StoreError> {
         self.put("put_interaction", interaction_item(interaction)?)
@@ -1332,6 +1401,7 @@ fn client_item(c: &Client) -> Result<Item, StoreError> {
         .list("grant_types", c.grant_types.iter().map(|g| g.as_str()))
         .s("scopes", &c.scopes.to_string())
         .s("lifetimes", &to_json(&c.lifetimes, "client")?)
+        .n("require_mfa", i64::from(c.require_mfa))
         .n("created_at", c.created_at)
         .build())
 }
@@ -1357,6 +1427,7 @@ fn client_from(item: &Item) -> Result<Client, StoreError> {
         grant_types,
         scopes: f.scopes("scopes")?,
         lifetimes: f.json::<Lifetimes>("lifetimes")?,
+        require_mfa: f.opt_n("require_mfa")? == Some(1),
         created_at: f.n("created_at")?,
     })
 }
@@ -1367,6 +1438,7 @@ fn user_item(pk: String, u: &User) -> Item {
         .s("username", &u.username)
         .s("password_hash", &u.password_hash)
         .opt_s("email", u.email.as_deref())
+        .opt_s("totp_secret", u.totp_secret.as_deref())
         .n("created_at", u.created_at)
         .build()
 }
@@ -1378,6 +1450,7 @@ fn user_from(item: &Item) -> Result<User, StoreError> {
         username: f.s("username")?,
         password_hash: f.s("password_hash")?,
         email: f.opt_s("email")?,
+        totp_secret: f.opt_s("totp_secret")?,
         created_at: f.n("created_at")?,
     })
 }

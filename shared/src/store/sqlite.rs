@@ -27,7 +27,7 @@ use crate::ports::{Redeemed, Rotated, Store, StoreError};
 
 /// Bumped whenever the schema changes; a file written by a newer build is
 /// refused rather than misread.
-const SCHEMA_VERSION: i64 = 1;
+const SCHEMA_VERSION: i64 = 2;
 
 /// Long enough to ride out another process's write transaction (they are
 /// all a few statements), short enough that a stuck writer becomes a 503
@@ -51,7 +51,10 @@ CREATE TABLE IF NOT EXISTS users (
     username      TEXT NOT NULL UNIQUE,
     password_hash TEXT NOT NULL,
     email         TEXT,
-    created_at    INTEGER NOT NULL
+    created_at    INTEGER NOT NULL,
+    totp_secret   TEXT,
+    -- The last TOTP step whose code was used (RFC 6238 §5.2).
+    totp_step     INTEGER
 ) STRICT;
 
 CREATE TABLE IF NOT EXISTS interactions (
@@ -198,6 +201,13 @@ impl SqliteStore {
             ));
         }
         tx.execute_batch(SCHEMA)?;
+        if version == 1 {
+            // Version 2 added the second factor to users.
+            tx.execute_batch(
+                "ALTER TABLE users ADD COLUMN totp_secret TEXT;
+                 ALTER TABLE users ADD COLUMN totp_step INTEGER;",
+            )?;
+        }
         if version < SCHEMA_VERSION {
             tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
         }
@@ -345,15 +355,16 @@ impl Store for SqliteStore {
         self.run("add_user", move |conn| {
             let inserted = conn
                 .prepare_cached(
-                    "INSERT INTO users (id, username, password_hash, email, created_at)
-                     VALUES (?1, ?2, ?3, ?4, ?5)",
+                    "INSERT INTO users (id, username, password_hash, email, created_at, totp_secret)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
                 )?
                 .execute(params![
                     user.id,
                     user.username,
                     user.password_hash,
                     user.email,
-                    user.created_at
+                    user.created_at,
+                    user.totp_secret
                 ]);
             match inserted {
                 Ok(_) => Ok(()),
@@ -376,7 +387,8 @@ impl Store for SqliteStore {
         self.run("get_user", move |conn| {
             Ok(conn
                 .prepare_cached(
-                    "SELECT id, username, password_hash, email, created_at FROM users WHERE id = ?1",
+                    "SELECT id, username, password_hash, email, created_at, totp_secret
+                     FROM users WHERE id = ?1",
                 )?
                 .query_row([&id], user_from_row)
                 .optional()?)
@@ -389,10 +401,38 @@ impl Store for SqliteStore {
         self.run("find_user", move |conn| {
             Ok(conn
                 .prepare_cached(
-                    "SELECT id, username, password_hash, email, created_at FROM users WHERE username = ?1",
+                    "SELECT id, username, password_hash, email, created_at, totp_secret
+                     FROM users WHERE username = ?1",
                 )?
                 .query_row([&username], user_from_row)
                 .optional()?)
+        })
+        .await
+    }
+
+    async fn set_totp(&self, user_id: &str, secret: Option<&str>) -> Result<bool, StoreError> {
+        let (id, secret) = (user_id.to_owned(), secret.map(str::to_owned));
+        self.run("set_totp", move |conn| {
+            let n = conn
+                .prepare_cached(
+                    "UPDATE users SET totp_secret = ?2, totp_step = NULL WHERE id = ?1",
+                )?
+                .execute(params![id, secret])?;
+            Ok(n == 1)
+        })
+        .await
+    }
+
+    async fn claim_totp_step(&self, user_id: &str, step: i64) -> Result<bool, StoreError> {
+        let id = user_id.to_owned();
+        self.run("claim_totp_step", move |conn| {
+            let n = conn
+                .prepare_cached(
+                    "UPDATE users SET totp_step = ?2
+                     WHERE id = ?1 AND (totp_step IS NULL OR totp_step < ?2)",
+                )?
+                .execute(params![id, step])?;
+            Ok(n == 1)
         })
         .await
     }
@@ -1076,6 +1116,7 @@ fn user_from_row(row: &Row<'_>) -> rusqlite::Result<User> {
         password_hash: row.get(2)?,
         email: row.get(3)?,
         created_at: row.get(4)?,
+        totp_secret: row.get(5)?,
     })
 }
 
