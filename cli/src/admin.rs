@@ -17,6 +17,22 @@ use crate::backend::Backend;
 pub enum ClientCommand {
     /// Register a client; prints it as JSON (never its secret).
     Add(ClientAdd),
+    /// Change a registered client; prints it as JSON.
+    Update(ClientUpdate),
+}
+
+#[derive(Args)]
+#[command(group(clap::ArgGroup::new("change").required(true).args(["require_mfa", "no_require_mfa"])))]
+pub struct ClientUpdate {
+    #[arg(long)]
+    client_id: String,
+    /// Users must sign in with a second factor; refresh tokens of grants
+    /// made without one stop working.
+    #[arg(long)]
+    require_mfa: bool,
+    /// Undo --require-mfa.
+    #[arg(long)]
+    no_require_mfa: bool,
 }
 
 #[derive(Args)]
@@ -33,7 +49,8 @@ pub struct ClientAdd {
     /// A confidential client: read its secret (32+ random characters) from stdin.
     #[arg(long)]
     secret_stdin: bool,
-    /// Comma-separated: authorization_code,refresh_token,client_credentials.
+    /// Comma-separated: authorization_code, refresh_token, client_credentials,
+    /// password, device_code (urn:ietf:params:oauth:grant-type:device_code).
     #[arg(long, default_value = "authorization_code,refresh_token")]
     grant_types: String,
     #[arg(long, default_value = "openid profile email offline_access")]
@@ -59,6 +76,38 @@ pub struct ClientAdd {
 pub enum UserCommand {
     /// Add a user; the password is read from stdin.
     Add(UserAdd),
+    /// The user's second factor (TOTP, RFC 6238).
+    #[command(subcommand)]
+    Mfa(MfaCommand),
+}
+
+#[derive(Subcommand)]
+pub enum MfaCommand {
+    /// Give the user a new TOTP secret; prints the otpauth:// URI to enrol
+    /// an authenticator app with. From then on the login asks for a code.
+    Enroll {
+        #[arg(long)]
+        username: String,
+    },
+    /// Remove the user's second factor.
+    Reset {
+        #[arg(long)]
+        username: String,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum ConsentCommand {
+    /// Forget a user's consent for a client and revoke their grants; the
+    /// next authorize asks for consent again.
+    Revoke {
+        /// The username.
+        #[arg(long)]
+        user: String,
+        /// The client id.
+        #[arg(long)]
+        client: String,
+    },
 }
 
 #[derive(Args)]
@@ -120,13 +169,23 @@ fn read_stdin_secret(what: &str) -> Result<String, String> {
 }
 
 pub async fn client(backend: &Backend, cmd: ClientCommand) -> Result<(), String> {
-    let ClientCommand::Add(a) = cmd;
+    let a = match cmd {
+        ClientCommand::Add(a) => a,
+        ClientCommand::Update(u) => {
+            let services = services(backend).await?;
+            let client = services
+                .set_require_mfa(&u.client_id, u.require_mfa && !u.no_require_mfa)
+                .await
+                .map_err(|e| e.to_string())?;
+            return print_json(&client);
+        }
+    };
     let grant_types = a
         .grant_types
         .split(',')
         .map(str::trim)
         .filter(|g| !g.is_empty())
-        .map(|g| GrantType::parse(g).ok_or_else(|| format!("unknown grant type {g:?} (use authorization_code, refresh_token, client_credentials)")))
+        .map(|g| GrantType::parse(g).ok_or_else(|| format!("unknown grant type {g:?} (use authorization_code, refresh_token, client_credentials, password, device_code)")))
         .collect::<Result<Vec<_>, _>>()?;
     let scopes = Scopes::parse(&a.scopes).map_err(|e| format!("--scopes: {}", e.description))?;
     let secret = if a.secret_stdin {
@@ -158,7 +217,25 @@ pub async fn client(backend: &Backend, cmd: ClientCommand) -> Result<(), String>
 }
 
 pub async fn user(backend: &Backend, cmd: UserCommand) -> Result<(), String> {
-    let UserCommand::Add(a) = cmd;
+    let a = match cmd {
+        UserCommand::Add(a) => a,
+        UserCommand::Mfa(MfaCommand::Enroll { username }) => {
+            let services = services(backend).await?;
+            let uri = services
+                .enroll_mfa(&username)
+                .await
+                .map_err(|e| e.to_string())?;
+            return print_json(&serde_json::json!({ "username": username, "otpauth_uri": uri }));
+        }
+        UserCommand::Mfa(MfaCommand::Reset { username }) => {
+            let services = services(backend).await?;
+            let had = services
+                .reset_mfa(&username)
+                .await
+                .map_err(|e| e.to_string())?;
+            return print_json(&serde_json::json!({ "username": username, "removed": had }));
+        }
+    };
     let password = read_stdin_secret("password")?;
     let services = services(backend).await?;
     let user = services
@@ -173,6 +250,28 @@ pub async fn grants(backend: &Backend, cmd: GrantsCommand) -> Result<(), String>
     let services = services(backend).await?;
     let grants = services.grants_of(&user).await.map_err(|e| e.to_string())?;
     print_json(&grants)
+}
+
+pub async fn consent(backend: &Backend, cmd: ConsentCommand) -> Result<(), String> {
+    let ConsentCommand::Revoke { user, client } = cmd;
+    let services = services(backend).await?;
+    let known = services
+        .store
+        .get_client(&client)
+        .await
+        .map_err(|e| e.to_string())?;
+    if known.is_none() {
+        return Err(format!("no client with id {client:?}"));
+    }
+    let target = RevokeTarget::Consent {
+        user_id: services.user_id(&user).await.map_err(|e| e.to_string())?,
+        client_id: client,
+    };
+    let revoked = services
+        .revoke_target(&target)
+        .await
+        .map_err(|e| e.to_string())?;
+    print_json(&serde_json::json!({ "revoked": revoked }))
 }
 
 pub async fn revoke(backend: &Backend, args: RevokeArgs) -> Result<(), String> {

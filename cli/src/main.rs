@@ -35,7 +35,7 @@ struct Cli {
 enum Command {
     /// Run every endpoint in one local HTTP server.
     Serve(serve::ServeArgs),
-    /// Register clients.
+    /// Register and update clients.
     #[command(subcommand)]
     Client(admin::ClientCommand),
     /// Manage users.
@@ -44,6 +44,9 @@ enum Command {
     /// List grants.
     #[command(subcommand)]
     Grants(admin::GrantsCommand),
+    /// Users' consents.
+    #[command(subcommand)]
+    Consent(admin::ConsentCommand),
     /// Revoke every grant of a user, a client, or one grant.
     Revoke(admin::RevokeArgs),
     /// Create the DynamoDB table (TTL on, indexes; idempotent) and optionally
@@ -71,6 +74,7 @@ fn main() -> ExitCode {
             Command::Client(cmd) => admin::client(&backend, cmd).await,
             Command::User(cmd) => admin::user(&backend, cmd).await,
             Command::Grants(cmd) => admin::grants(&backend, cmd).await,
+            Command::Consent(cmd) => admin::consent(&backend, cmd).await,
             Command::Revoke(args) => admin::revoke(&backend, args).await,
             Command::AwsInit(args) => backend::aws_init(&backend, args).await,
             Command::Routes => print_routes(),

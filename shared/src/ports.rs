@@ -30,6 +30,14 @@ pub enum Redeemed {
     Invalid,
 }
 
+/// Recent failed attempts under one throttling key.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Failures {
+    pub count: u32,
+    /// When the last one happened (0 when there is none).
+    pub last_at: i64,
+}
+
 /// The outcome of rotating a refresh token (DESIGN invariant 2).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Rotated {
@@ -85,6 +93,30 @@ pub trait Store: Send + Sync {
         refresh: Option<&RefreshToken>,
         now: i64,
     ) -> Result<Redeemed, StoreError>;
+
+    /// Atomically: create `grant` and store `refresh` (if any) as its first
+    /// refresh token (grants made without a code: the password grant).
+    async fn create_grant(
+        &self,
+        grant: &Grant,
+        refresh: Option<&RefreshToken>,
+    ) -> Result<(), StoreError>;
+    /// Keeps the `keep` newest active grants of the user for the client and
+    /// revokes the older ones (the per-user cap). Returns how many it revoked.
+    async fn revoke_oldest_grants(
+        &self,
+        user_id: &str,
+        client_id: &str,
+        keep: usize,
+        now: i64,
+    ) -> Result<u64, StoreError>;
+
+    // Failed attempts, for throttling. A counter lives `ttl` seconds after
+    // its last failure; an expired counter reads as none.
+    async fn get_failures(&self, key: &str, now: i64) -> Result<Failures, StoreError>;
+    /// Adds one failure at `now`; returns the counter after it.
+    async fn add_failure(&self, key: &str, now: i64, ttl: i64) -> Result<Failures, StoreError>;
+    async fn clear_failures(&self, key: &str) -> Result<(), StoreError>;
 
     // Refresh tokens.
     /// The token and its grant, unexpired (consumed tokens included, so that

@@ -14,7 +14,7 @@ use tokenfn_core::domain::{
     AuthCode, AuthorizationRequest, Client, Consent, Grant, Interaction, Prompt, RefreshToken,
     Scopes, Session, User,
 };
-use tokenfn_core::ports::{Redeemed, Rotated, Store, StoreError};
+use tokenfn_core::ports::{Failures, Redeemed, Rotated, Store, StoreError};
 use tokenfn_core::store::dynamodb::create_table;
 use tokenfn_core::store::{DynamoStore, SqliteStore};
 
@@ -101,6 +101,9 @@ macro_rules! conformance {
             leeway_reaches_only_one_step_back,
             revoke_grant_user_client_counts,
             revoke_consent_forgets_and_revokes,
+            create_grant_without_a_code,
+            oldest_grants_beyond_the_cap_are_revoked,
+            failures_count_expire_and_clear,
             list_grants_shows_active_newest_first,
             concurrent_rotations_have_one_winner,
             undo_redemption_lets_the_code_be_redeemed_again,
@@ -980,6 +983,138 @@ async fn leeway_reaches_only_one_step_back(store: Arc<dyn Store>) {
 }
 
 // ---------------------------------------------------------------- revocation and listing
+
+async fn create_grant_without_a_code(store: Arc<dyn Store>) {
+    let g = grant("g1", "u1", "app", T);
+    let first = token("r1", &g, T);
+    store.create_grant(&g, Some(&first)).await.unwrap();
+    let view = store
+        .find_refresh(&first.hash, T + 1)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(view.grant.id, "g1");
+    assert_eq!(view.token, first);
+    assert_eq!(
+        rotate(&*store, &first, &token("r2", &g, T + 2), 0, T + 2).await,
+        Rotated::Rotated
+    );
+    match store.create_grant(&g, None).await {
+        Err(StoreError::Conflict(_)) => {}
+        other => panic!("a second grant with the same id must be a Conflict, got {other:?}"),
+    }
+    // Without a refresh token (no offline_access).
+    let bare = grant("g2", "u1", "app", T);
+    store.create_grant(&bare, None).await.unwrap();
+    assert_eq!(store.get_grant("g2").await.unwrap(), Some(bare));
+}
+
+async fn oldest_grants_beyond_the_cap_are_revoked(store: Arc<dyn Store>) {
+    for i in 0..5 {
+        store
+            .create_grant(&grant(&format!("g{i}"), "u1", "app", T + i), None)
+            .await
+            .unwrap();
+    }
+    store
+        .create_grant(&grant("other", "u1", "other", T), None)
+        .await
+        .unwrap();
+    store
+        .create_grant(&grant("u2", "u2", "app", T), None)
+        .await
+        .unwrap();
+    let now = T + 10;
+    assert_eq!(
+        store
+            .revoke_oldest_grants("u1", "app", 5, now)
+            .await
+            .unwrap(),
+        0
+    );
+    assert_eq!(
+        store
+            .revoke_oldest_grants("u1", "app", 2, now)
+            .await
+            .unwrap(),
+        3
+    );
+    let mut left: Vec<String> = store
+        .list_grants("u1", now)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|g| g.id)
+        .collect();
+    left.sort();
+    assert_eq!(
+        left,
+        ["g3", "g4", "other"],
+        "the newest two of app survive, other clients untouched"
+    );
+    assert!(
+        store
+            .get_grant("u2")
+            .await
+            .unwrap()
+            .unwrap()
+            .revoked_at
+            .is_none()
+    );
+    assert_eq!(
+        store
+            .revoke_oldest_grants("u1", "app", 0, now)
+            .await
+            .unwrap(),
+        2
+    );
+    assert_eq!(
+        store
+            .revoke_oldest_grants("nobody", "app", 0, now)
+            .await
+            .unwrap(),
+        0
+    );
+}
+
+async fn failures_count_expire_and_clear(store: Arc<dyn Store>) {
+    assert_eq!(
+        store.get_failures("user:u1", T).await.unwrap(),
+        Failures::default()
+    );
+    let f = store.add_failure("user:u1", T, 100).await.unwrap();
+    assert_eq!(
+        f,
+        Failures {
+            count: 1,
+            last_at: T
+        }
+    );
+    let f = store.add_failure("user:u1", T + 5, 100).await.unwrap();
+    assert_eq!(
+        f,
+        Failures {
+            count: 2,
+            last_at: T + 5
+        }
+    );
+    assert_eq!(store.get_failures("user:u1", T + 6).await.unwrap(), f);
+    assert_eq!(store.get_failures("user:u2", T + 6).await.unwrap().count, 0);
+    // The counter lives ttl after its last failure, then counts from one again.
+    assert_eq!(
+        store.get_failures("user:u1", T + 105).await.unwrap().count,
+        0
+    );
+    let f = store.add_failure("user:u1", T + 105, 100).await.unwrap();
+    assert_eq!(f.count, 1);
+    store.add_failure("user:u1", T + 106, 100).await.unwrap();
+    store.clear_failures("user:u1").await.unwrap();
+    assert_eq!(
+        store.get_failures("user:u1", T + 107).await.unwrap().count,
+        0
+    );
+    store.clear_failures("never-failed").await.unwrap();
+}
 
 async fn revoke_grant_user_client_counts(store: Arc<dyn Store>) {
     let g_u1_app = grant("g1", "u1", "app", T);

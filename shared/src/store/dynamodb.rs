@@ -55,8 +55,8 @@ use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 use aws_sdk_dynamodb::types::{
     AttributeDefinition, AttributeValue, BillingMode, CancellationReason, Delete,
     GlobalSecondaryIndex, IndexStatus, KeySchemaElement, KeyType, Projection, ProjectionType, Put,
-    ReturnValuesOnConditionCheckFailure, ScalarAttributeType, TableStatus, TimeToLiveSpecification,
-    TimeToLiveStatus, TransactWriteItem, Update,
+    ReturnValue, ReturnValuesOnConditionCheckFailure, ScalarAttributeType, TableStatus,
+    TimeToLiveSpecification, TimeToLiveStatus, TransactWriteItem, Update,
 };
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -67,7 +67,7 @@ use crate::domain::{
     AuthCode, AuthorizationRequest, Client, ClientKind, Consent, Grant, GrantType, Interaction,
     RefreshToken, RefreshView, Scopes, Session, User,
 };
-use crate::ports::{Redeemed, Rotated, Store, StoreError};
+use crate::ports::{Failures, Redeemed, Rotated, Store, StoreError};
 
 type Item = HashMap<String, AttributeValue>;
 
@@ -483,6 +483,20 @@ impl DynamoStore {
         now: i64,
     ) -> Result<u64, StoreError> {
         let keys = self.active_grants(op, index, now, true).await?;
+        let pks = keys
+            .iter()
+            .map(|item| Fields::new(item, "grant").s(PK))
+            .collect::<Result<Vec<_>, _>>()?;
+        self.revoke_items(op, pks, now).await
+    }
+
+    /// One conditional UpdateItem per grant key, a few at a time.
+    async fn revoke_items(
+        &self,
+        op: &'static str,
+        pks: Vec<String>,
+        now: i64,
+    ) -> Result<u64, StoreError> {
         let mut tasks = JoinSet::new();
         let mut revoked = 0;
         let mut failure = None;
@@ -496,8 +510,7 @@ impl DynamoStore {
                     ))))
                 }
             };
-        for item in keys {
-            let pk = Fields::new(&item, "grant").s(PK)?;
+        for pk in pks {
             if tasks.len() >= REVOKE_PARALLELISM
                 && let Some(joined) = tasks.join_next().await
             {
@@ -851,6 +864,130 @@ impl Store for DynamoStore {
             ));
         }
         Err(cancelled("redeem_code", &reasons))
+    }
+
+    /// One TransactWriteItems: the grant and its first refresh token, both new.
+    async fn create_grant(
+        &self,
+        grant: &Grant,
+        refresh: Option<&RefreshToken>,
+    ) -> Result<(), StoreError> {
+        let snapshot = GrantSnapshot::of(grant);
+        let mut items = vec![
+            TransactWriteItem::builder()
+                .put(self.put_new(grant_item(grant))?)
+                .build(),
+        ];
+        if let Some(token) = refresh {
+            items.push(
+                TransactWriteItem::builder()
+                    .put(self.put_new(refresh_item(token, &snapshot))?)
+                    .build(),
+            );
+        }
+        match self.transact("create_grant", items).await? {
+            Transacted::Committed => {
+                self.remember(snapshot);
+                Ok(())
+            }
+            Transacted::Cancelled(reasons) if failed(&reasons, 0) => {
+                Err(StoreError::Conflict("a grant with this id exists".into()))
+            }
+            Transacted::Cancelled(reasons) if failed(&reasons, 1) => Err(StoreError::Conflict(
+                "a refresh token with this hash exists".into(),
+            )),
+            Transacted::Cancelled(reasons) => Err(cancelled("create_grant", &reasons)),
+        }
+    }
+
+    /// Query `by_user` for the client, then one conditional UpdateItem per
+    /// grant beyond the newest `keep`.
+    async fn revoke_oldest_grants(
+        &self,
+        user_id: &str,
+        client_id: &str,
+        keep: usize,
+        now: i64,
+    ) -> Result<u64, StoreError> {
+        let op = "revoke_oldest_grants";
+        let mut grants = self
+            .active_grants(op, Index::UserClient(user_id, client_id), now, false)
+            .await?
+            .iter()
+            .map(grant_from)
+            .collect::<Result<Vec<_>, _>>()?;
+        if grants.len() <= keep {
+            return Ok(0);
+        }
+        grants.sort_by(|a, b| {
+            b.created_at
+                .cmp(&a.created_at)
+                .then_with(|| b.id.cmp(&a.id))
+        });
+        let oldest = grants.split_off(keep);
+        self.revoke_items(op, oldest.iter().map(|g| grant_key(&g.id)).collect(), now)
+            .await
+    }
+
+    /// GetItem, consistent; an expired counter is none.
+    async fn get_failures(&self, key: &str, now: i64) -> Result<Failures, StoreError> {
+        match self.get_live("get_failures", failure_key(key), now).await? {
+            Some(item) => failures_from(&item),
+            None => Ok(Failures::default()),
+        }
+    }
+
+    /// UpdateItem that counts on from a live counter; if the counter had
+    /// expired (TTL deletes late), a PutItem that starts it again.
+    async fn add_failure(&self, key: &str, now: i64, ttl: i64) -> Result<Failures, StoreError> {
+        let updated = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key(PK, s(failure_key(key)))
+            .update_expression("ADD #count :one SET #last = :now, #expires = :expires")
+            .condition_expression("attribute_not_exists(#pk) OR #expires > :now")
+            .expression_attribute_names("#pk", PK)
+            .expression_attribute_names("#count", "count")
+            .expression_attribute_names("#last", "last_at")
+            .expression_attribute_names("#expires", EXPIRES_AT)
+            .expression_attribute_values(":one", n(1))
+            .expression_attribute_values(":now", n(now))
+            .expression_attribute_values(":expires", n(now + ttl))
+            .return_values(ReturnValue::AllNew)
+            .send()
+            .await;
+        match updated {
+            Ok(out) => failures_from(&out.attributes.unwrap_or_default()),
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
+            {
+                let item = ItemBuilder::new(failure_key(key))
+                    .n("count", 1)
+                    .n("last_at", now)
+                    .n(EXPIRES_AT, now + ttl)
+                    .build();
+                self.put("add_failure", item).await?;
+                Ok(Failures {
+                    count: 1,
+                    last_at: now,
+                })
+            }
+            Err(e) => Err(sdk_error("add_failure", e)),
+        }
+    }
+
+    /// DeleteItem (deleting nothing is no error).
+    async fn clear_failures(&self, key: &str) -> Result<(), StoreError> {
+        self.client
+            .delete_item()
+            .table_name(&self.table)
+            .key(PK, s(failure_key(key)))
+            .send()
+            .await
+            .map_err(|e| sdk_error("clear_failures", e))?;
+        Ok(())
     }
 
     /// GetItem, consistent: the token item alone, its grant from the
@@ -1316,6 +1453,9 @@ fn user_key(id: &str) -> String {
 fn username_key(username: &str) -> String {
     key("USERNAME", &[username])
 }
+fn failure_key(name: &str) -> String {
+    key("FAILURES", &[name])
+}
 fn interaction_key(id: &str) -> String {
     key("INTERACTION", &[id])
 }
@@ -1578,6 +1718,14 @@ fn grant_item(g: &Grant) -> Item {
         item = item.s(GSI_CLIENT, &g.client_id);
     }
     item.build()
+}
+
+fn failures_from(item: &Item) -> Result<Failures, StoreError> {
+    let f = Fields::new(item, "failures");
+    Ok(Failures {
+        count: u32::try_from(f.n("count")?).map_err(|_| f.corrupt("count"))?,
+        last_at: f.n("last_at")?,
+    })
 }
 
 fn grant_from(item: &Item) -> Result<Grant, StoreError> {

@@ -23,7 +23,7 @@ use crate::domain::{
     AuthCode, AuthorizationRequest, Client, Consent, Grant, Interaction, RefreshToken, RefreshView,
     Scopes, Session, User,
 };
-use crate::ports::{Redeemed, Rotated, Store, StoreError};
+use crate::ports::{Failures, Redeemed, Rotated, Store, StoreError};
 
 /// Bumped whenever the schema changes; a file written by a newer build is
 /// refused rather than misread.
@@ -120,6 +120,15 @@ CREATE INDEX IF NOT EXISTS grants_by_client ON grants (client_id);
 
 -- Invariant 4: a token belongs to exactly one grant, and revoking the grant
 -- (one UPDATE) kills the token because every use joins the grant.
+-- Failed attempts per throttling key (password grant: per user, per client).
+CREATE TABLE IF NOT EXISTS failures (
+    key        TEXT PRIMARY KEY NOT NULL,
+    count      INTEGER NOT NULL,
+    last_at    INTEGER NOT NULL,
+    expires_at INTEGER NOT NULL
+) STRICT;
+CREATE INDEX IF NOT EXISTS failures_by_expiry ON failures (expires_at);
+
 CREATE TABLE IF NOT EXISTS refresh_tokens (
     hash            TEXT PRIMARY KEY NOT NULL,
     grant_id        TEXT NOT NULL REFERENCES grants (id) ON DELETE CASCADE,
@@ -281,7 +290,13 @@ impl SqliteStore {
 /// Grants are kept: `get_grant` has no clock and reports them as they are.
 fn collect_garbage(conn: &Connection, now: i64) -> rusqlite::Result<usize> {
     let mut deleted = 0;
-    for table in ["interactions", "sessions", "codes", "refresh_tokens"] {
+    for table in [
+        "interactions",
+        "sessions",
+        "codes",
+        "refresh_tokens",
+        "failures",
+    ] {
         deleted += conn
             .prepare_cached(&format!("DELETE FROM {table} WHERE expires_at <= ?1"))?
             .execute([now])?;
@@ -665,6 +680,103 @@ impl Store for SqliteStore {
             )?;
             after_write(conn, gc, now);
             Ok(outcome)
+        })
+        .await
+    }
+
+    async fn create_grant(
+        &self,
+        grant: &Grant,
+        refresh: Option<&RefreshToken>,
+    ) -> Result<(), StoreError> {
+        let grant = grant.clone();
+        let refresh = refresh.cloned();
+        self.run("create_grant", move |conn| {
+            atomically(
+                conn,
+                |tx| {
+                    insert_grant(tx, &grant)?;
+                    if let Some(token) = &refresh {
+                        insert_refresh(tx, token)?;
+                    }
+                    Ok(())
+                },
+                |_| true,
+            )
+        })
+        .await
+    }
+
+    async fn revoke_oldest_grants(
+        &self,
+        user_id: &str,
+        client_id: &str,
+        keep: usize,
+        now: i64,
+    ) -> Result<u64, StoreError> {
+        let (user_id, client_id) = (user_id.to_owned(), client_id.to_owned());
+        let keep = i64::try_from(keep).unwrap_or(i64::MAX);
+        self.run("revoke_oldest_grants", move |conn| {
+            let revoked = conn
+                .prepare_cached(
+                    "UPDATE grants SET revoked_at = ?4 WHERE id IN (
+                         SELECT id FROM grants
+                         WHERE user_id = ?1 AND client_id = ?2
+                           AND revoked_at IS NULL AND expires_at > ?4
+                         ORDER BY created_at DESC, id DESC LIMIT -1 OFFSET ?3)",
+                )?
+                .execute(params![user_id, client_id, keep, now])?;
+            Ok(revoked as u64)
+        })
+        .await
+    }
+
+    async fn get_failures(&self, key: &str, now: i64) -> Result<Failures, StoreError> {
+        let key = key.to_owned();
+        self.run("get_failures", move |conn| {
+            Ok(conn
+                .prepare_cached(
+                    "SELECT count, last_at FROM failures WHERE key = ?1 AND expires_at > ?2",
+                )?
+                .query_row(params![key, now], |row| {
+                    Ok(Failures {
+                        count: row.get(0)?,
+                        last_at: row.get(1)?,
+                    })
+                })
+                .optional()?
+                .unwrap_or_default())
+        })
+        .await
+    }
+
+    async fn add_failure(&self, key: &str, now: i64, ttl: i64) -> Result<Failures, StoreError> {
+        let key = key.to_owned();
+        self.run("add_failure", move |conn| {
+            Ok(conn
+                .prepare_cached(
+                    "INSERT INTO failures (key, count, last_at, expires_at) VALUES (?1, 1, ?2, ?3)
+                     ON CONFLICT (key) DO UPDATE SET
+                         count = CASE WHEN failures.expires_at > ?2 THEN failures.count + 1 ELSE 1 END,
+                         last_at = ?2, expires_at = ?3
+                     RETURNING count, last_at",
+                )?
+                .query_row(params![key, now, now + ttl], |row| {
+                    Ok(Failures {
+                        count: row.get(0)?,
+                        last_at: row.get(1)?,
+                    })
+                })?)
+        })
+        .await
+    }
+
+    async fn clear_failures(&self, key: &str) -> Result<(), StoreError> {
+        let key = key.to_owned();
+        self.run("clear_failures", move |conn| {
+            conn.prepare_cached("DELETE FROM failures WHERE key = ?1")?
+                .execute([key])?;
+            Ok(())
         })
         .await
     }
