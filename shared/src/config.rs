@@ -15,6 +15,9 @@ pub struct Config {
     pub interaction_ttl: i64,
     /// Lifetimes given to clients registered without their own.
     pub default_lifetimes: Lifetimes,
+    /// Active grants one user may hold for one client; a new grant beyond
+    /// it revokes the oldest.
+    pub grant_cap: usize,
 }
 
 impl Config {
@@ -26,6 +29,7 @@ impl Config {
             session_ttl: 8 * 3600,
             interaction_ttl: 600,
             default_lifetimes: Lifetimes::default(),
+            grant_cap: 200,
         }
     }
 
@@ -128,6 +132,18 @@ impl AwsSettings {
         config.code_ttl = seconds("TOKENFN_CODE_TTL", config.code_ttl)?;
         config.id_token_ttl = seconds("TOKENFN_ID_TOKEN_TTL", config.id_token_ttl)?;
         config.session_ttl = seconds("TOKENFN_SESSION_TTL", config.session_ttl)?;
+        config.grant_cap = match var("TOKENFN_GRANT_CAP") {
+            None => config.grant_cap,
+            Some(v) => v
+                .trim()
+                .parse::<usize>()
+                .ok()
+                .filter(|n| *n >= 1)
+                .ok_or(SettingError {
+                    name: "TOKENFN_GRANT_CAP",
+                    problem: format!("must be a whole number of grants, at least 1, not {v:?}"),
+                })?,
+        };
         Ok(Self {
             config,
             table,

@@ -664,7 +664,11 @@ async fn token_endpoint_errors_follow_rfc6749_section_5_2() {
     assert!(!r.headers().contains_key("www-authenticate"));
     let r = env
         .token
-        .handle(basic(t("grant_type=password"), "web", WEB_SECRET))
+        .handle(basic(
+            t("grant_type=urn%3Aietf%3Aparams%3Aoauth%3Agrant-type%3Ajwt-bearer"),
+            "web",
+            WEB_SECRET,
+        ))
         .await;
     assert_eq!(error_of(&r), "unsupported_grant_type");
     let r = env

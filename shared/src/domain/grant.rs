@@ -32,8 +32,13 @@ impl Grant {
 
     /// Whether the user gave a second factor when this grant was made.
     pub fn made_with_mfa(&self) -> bool {
-        self.amr.iter().any(|m| m == "otp" || m == "mfa")
+        is_mfa(&self.amr)
     }
+}
+
+/// Whether authentication methods (RFC 8176 `amr`) include a second factor.
+pub fn is_mfa(amr: &[String]) -> bool {
+    amr.iter().any(|m| m == "otp" || m == "mfa")
 }
 
 /// An authorization code, stored by hash. Lives at most 60 s and is

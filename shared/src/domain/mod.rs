@@ -10,6 +10,7 @@ pub mod pkce;
 pub mod request;
 pub mod scope;
 pub mod secret;
+pub mod throttle;
 pub mod token;
 pub mod totp;
 pub mod user;

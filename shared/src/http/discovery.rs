@@ -7,7 +7,10 @@ use bytes::Bytes;
 use http::Method;
 use serde_json::{Value, json};
 
-use super::{AUTHORIZE, DISCOVERY, JWKS, REFRESH, REVOKE, Request, Response, Route, TOKEN, wire};
+use super::{
+    AUTHORIZE, DISCOVERY, INTROSPECT, JWKS, REFRESH, REVOKE, Request, Response, Route, TOKEN,
+    USERINFO, wire,
+};
 use crate::service::Services;
 
 pub const ROUTES: &[Route] = &[
@@ -52,17 +55,20 @@ pub fn metadata(services: &Services) -> Value {
         "token_endpoint": c.endpoint(TOKEN),
         "refresh_endpoint": c.endpoint(REFRESH),
         "revocation_endpoint": c.endpoint(REVOKE),
+        "introspection_endpoint": c.endpoint(INTROSPECT),
+        "userinfo_endpoint": c.endpoint(USERINFO),
         "jwks_uri": c.endpoint(JWKS),
         "response_types_supported": ["code"],
         "response_modes_supported": ["query"],
-        "grant_types_supported": ["authorization_code", "refresh_token", "client_credentials"],
+        "grant_types_supported": ["authorization_code", "refresh_token", "client_credentials", "password"],
         "code_challenge_methods_supported": ["S256"],
         "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post", "none"],
         "revocation_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post", "none"],
+        "introspection_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
         "scopes_supported": ["openid", "profile", "email", "offline_access"],
         "subject_types_supported": ["public"],
         "id_token_signing_alg_values_supported": [services.signer.alg()],
-        "claims_supported": ["iss", "sub", "aud", "exp", "iat", "auth_time", "nonce", "azp", "amr"],
+        "claims_supported": ["iss", "sub", "aud", "exp", "iat", "auth_time", "nonce", "azp", "amr", "preferred_username", "email", "email_verified"],
         "prompt_values_supported": ["none", "login", "consent"],
         "authorization_response_iss_parameter_supported": true,
         "request_parameter_supported": false,

@@ -8,6 +8,7 @@ pub mod pages;
 pub mod refresh;
 pub mod revoke;
 pub mod token;
+pub mod tokeninfo;
 pub mod wire;
 
 use std::sync::Arc;
@@ -59,6 +60,8 @@ pub const CONSENT: &str = "/consent";
 pub const TOKEN: &str = "/oauth/token";
 pub const REFRESH: &str = "/oauth/refresh";
 pub const REVOKE: &str = "/oauth/revoke";
+pub const INTROSPECT: &str = "/oauth/introspect";
+pub const USERINFO: &str = "/userinfo";
 pub const DISCOVERY: &str = "/.well-known/openid-configuration";
 pub const JWKS: &str = "/.well-known/jwks.json";
 

@@ -1,18 +1,33 @@
-//! The token function: `POST /oauth/token` (RFC 6749 §3.2).
+//! The token function: `POST /oauth/token` (RFC 6749 §3.2), with
+//! introspection and UserInfo beside it (they verify its tokens).
 
 use std::sync::Arc;
 
 use http::Method;
 
-use super::{Request, Response, Route, TOKEN, wire};
+use super::{INTROSPECT, Request, Response, Route, TOKEN, USERINFO, tokeninfo, wire};
 use crate::domain::{ClientAuth, ErrorCode, OAuthError, Scopes};
 use crate::service::Services;
 use crate::service::token::CodeExchange;
 
-pub const ROUTES: &[Route] = &[Route {
-    method: Method::POST,
-    path: TOKEN,
-}];
+pub const ROUTES: &[Route] = &[
+    Route {
+        method: Method::POST,
+        path: TOKEN,
+    },
+    Route {
+        method: Method::POST,
+        path: INTROSPECT,
+    },
+    Route {
+        method: Method::GET,
+        path: USERINFO,
+    },
+    Route {
+        method: Method::POST,
+        path: USERINFO,
+    },
+];
 
 pub struct TokenRouter {
     services: Arc<Services>,
@@ -24,10 +39,14 @@ impl TokenRouter {
     }
 
     pub async fn handle(&self, req: Request) -> Response {
-        if req.method() != Method::POST || req.uri().path() != TOKEN {
-            return super::not_routed(ROUTES, &req);
+        match (req.method(), req.uri().path()) {
+            (&Method::POST, TOKEN) => token_request(&self.services, &req, false).await,
+            (&Method::POST, INTROSPECT) => tokeninfo::introspect(&self.services, &req).await,
+            (&Method::GET | &Method::POST, USERINFO) => {
+                tokeninfo::userinfo(&self.services, &req).await
+            }
+            _ => super::not_routed(ROUTES, &req),
         }
-        token_request(&self.services, &req, false).await
     }
 }
 
@@ -82,6 +101,13 @@ async fn run_grant(
         }
         "client_credentials" if !refresh_only => {
             services.client_credentials(auth, scope.as_ref()).await
+        }
+        "password" if !refresh_only => {
+            let username = wire::required(form, "username")?;
+            let password = wire::required(form, "password")?;
+            services
+                .password_grant(auth, username, password, scope.as_ref())
+                .await
         }
         _ => Err(OAuthError::new(
             ErrorCode::UnsupportedGrantType,

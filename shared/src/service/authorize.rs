@@ -8,7 +8,6 @@ use url::Url;
 use super::{Services, no_randomness};
 use crate::domain::request::Params;
 use crate::domain::secret::{self, ct_eq, hash};
-use crate::domain::user::{DUMMY_HASH, verify_password};
 use crate::domain::{
     AuthCode, AuthorizationRequest, Client, Consent, ErrorCode, Interaction, OAuthError, Session,
 };
@@ -335,19 +334,9 @@ impl Services {
             Ok(u) => u,
             Err(e) => return BrowserReply::unavailable(e),
         };
-        // Argon2 runs whether or not the user exists, so that timing does not
-        // tell which usernames are real.
-        let stored = user
-            .as_ref()
-            .map_or(DUMMY_HASH, |u| u.password_hash.as_str())
-            .to_owned();
-        let pw = password.to_owned();
-        let ok = tokio::task::spawn_blocking(move || verify_password(&stored, &pw))
-            .await
-            .unwrap_or(false);
-        let user = match user {
-            Some(u) if ok => u,
-            _ => {
+        let user = match super::check_password(user, password).await {
+            Some(u) => u,
+            None => {
                 tracing::info!(interaction = %interaction.id, "sign-in failed");
                 return BrowserReply::page(Page::Login {
                     interaction: interaction.id,

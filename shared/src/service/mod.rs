@@ -4,14 +4,18 @@
 
 pub mod admin;
 pub mod authorize;
+pub mod password;
 pub mod token;
+pub mod tokeninfo;
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use crate::config::Config;
 use crate::domain::secret::RandomError;
-use crate::domain::{OAuthError, token as jwt};
+use crate::domain::user::{DUMMY_HASH, verify_password};
+use crate::domain::{OAuthError, User, token as jwt};
 use crate::ports::{Clock, Signer, Store, StoreError};
+use crate::sign::verify::AccessVerifier;
 
 pub use authorize::{BrowserReply, Cookies, Page, Reply, SetCookie};
 pub use token::TokenResponse;
@@ -22,6 +26,8 @@ pub struct Services {
     pub signer: Arc<dyn Signer>,
     pub clock: Arc<dyn Clock>,
     pub config: Config,
+    /// Built from the signer's keys the first time a token is verified.
+    verifier: OnceLock<AccessVerifier>,
 }
 
 impl Services {
@@ -36,7 +42,14 @@ impl Services {
             signer,
             clock,
             config,
+            verifier: OnceLock::new(),
         }
+    }
+
+    /// Checks the access tokens this server signed (introspection, UserInfo).
+    pub fn access_verifier(&self) -> &AccessVerifier {
+        self.verifier
+            .get_or_init(|| AccessVerifier::new(&self.config.issuer, &self.signer.jwks()))
     }
 
     /// Signs `claims` as a compact JWS of type `typ` with the current key.
@@ -59,6 +72,42 @@ impl Services {
             .map_err(unavailable)?;
         Ok(jwt::compact(&input, &signature))
     }
+}
+
+impl Services {
+    /// Makes room for one more grant of the user for the client: beyond
+    /// the cap (`Config::grant_cap`), the oldest active grants are revoked.
+    pub(crate) async fn make_room(
+        &self,
+        user_id: &str,
+        client_id: &str,
+        now: i64,
+    ) -> Result<(), OAuthError> {
+        let keep = self.config.grant_cap.saturating_sub(1);
+        let revoked = self
+            .store
+            .revoke_oldest_grants(user_id, client_id, keep, now)
+            .await
+            .map_err(unavailable)?;
+        if revoked > 0 {
+            tracing::info!(user = %user_id, client = %client_id, revoked, "grant cap reached; oldest grants revoked");
+        }
+        Ok(())
+    }
+}
+
+/// The user if `password` is theirs. argon2id runs for unknown usernames
+/// too, so that timing does not tell which usernames are real.
+pub(crate) async fn check_password(user: Option<User>, password: &str) -> Option<User> {
+    let stored = user
+        .as_ref()
+        .map_or(DUMMY_HASH, |u| u.password_hash.as_str())
+        .to_owned();
+    let pw = password.to_owned();
+    let ok = tokio::task::spawn_blocking(move || verify_password(&stored, &pw))
+        .await
+        .unwrap_or(false);
+    user.filter(|_| ok)
 }
 
 /// A dependency failure becomes 503 `temporarily_unavailable` (DESIGN invariant 7).

@@ -8,7 +8,9 @@ use super::{Services, no_randomness, unavailable};
 use crate::domain::scope::{OFFLINE_ACCESS, OPENID};
 use crate::domain::secret::{self, hash, log_prefix};
 use crate::domain::token::{AccessClaims, IdClaims};
-use crate::domain::{Client, ClientAuth, Grant, GrantType, OAuthError, RefreshToken, Scopes, pkce};
+use crate::domain::{
+    Client, ClientAuth, Grant, GrantType, OAuthError, RefreshToken, RefreshView, Scopes, pkce,
+};
 use crate::ports::{Redeemed, Rotated};
 
 /// RFC 6749 §5.1 (and OIDC Core §3.1.3.3 for `id_token`).
@@ -31,13 +33,82 @@ pub struct CodeExchange<'a> {
     pub code_verifier: Option<&'a str>,
 }
 
+/// A grant about to be created, with its first refresh token (plain, for
+/// the response, and as stored) when it gets one.
+pub(crate) struct NewGrant {
+    pub grant: Grant,
+    pub refresh_token: Option<String>,
+    pub record: Option<RefreshToken>,
+}
+
 impl Services {
-    async fn client_for(&self, auth: &ClientAuth) -> Result<Client, OAuthError> {
+    /// The grant `id` of `user_id` for `client` over `scopes`, authenticated
+    /// at `auth` (time and methods). It gets a refresh token only with
+    /// offline_access and a client that may refresh; it lives as long as
+    /// its refresh tokens may, or as its one access token without them.
+    pub(crate) fn new_grant(
+        client: &Client,
+        id: String,
+        user_id: &str,
+        scopes: &Scopes,
+        auth: (i64, Vec<String>),
+        now: i64,
+    ) -> Result<NewGrant, OAuthError> {
+        let refresh = scopes.contains(OFFLINE_ACCESS) && client.allows(GrantType::RefreshToken);
+        let lifetime = if refresh {
+            client.lifetimes.refresh_absolute
+        } else {
+            client.lifetimes.access_token
+        };
+        let grant = Grant {
+            id,
+            user_id: user_id.to_owned(),
+            client_id: client.id.clone(),
+            scopes: scopes.clone(),
+            auth_time: auth.0,
+            amr: auth.1,
+            created_at: now,
+            expires_at: now + lifetime,
+            revoked_at: None,
+            last_used_at: now,
+        };
+        let refresh_token = if refresh {
+            Some(secret::new_secret().map_err(no_randomness)?)
+        } else {
+            None
+        };
+        let record = refresh_token
+            .as_deref()
+            .map(|t| RefreshToken::issue(hash(t), &grant, client.lifetimes.refresh_idle, now));
+        Ok(NewGrant {
+            grant,
+            refresh_token,
+            record,
+        })
+    }
+
+    pub(crate) async fn client_for(&self, auth: &ClientAuth) -> Result<Client, OAuthError> {
         Self::check_client(auth, self.store.get_client(auth.client_id()).await)
     }
 
+    /// The authenticated client and the refresh token `token_hash` (live,
+    /// consumed or not), read at once.
+    pub(crate) async fn client_and_refresh(
+        &self,
+        auth: &ClientAuth,
+        token_hash: &str,
+        now: i64,
+    ) -> Result<(Client, Option<RefreshView>), OAuthError> {
+        let (client, view) = tokio::join!(
+            self.store.get_client(auth.client_id()),
+            self.store.find_refresh(token_hash, now)
+        );
+        let client = Self::check_client(auth, client)?;
+        Ok((client, view.map_err(unavailable)?))
+    }
+
     /// Finishes a client's authentication after a parallel read.
-    fn check_client(
+    pub(crate) fn check_client(
         auth: &ClientAuth,
         found: Result<Option<Client>, crate::ports::StoreError>,
     ) -> Result<Client, OAuthError> {
@@ -98,33 +169,22 @@ impl Services {
             (None, None) => {}
         }
 
-        let refresh =
-            code.scopes.contains(OFFLINE_ACCESS) && client.allows(GrantType::RefreshToken);
-        let lifetime = if refresh {
-            client.lifetimes.refresh_absolute
-        } else {
-            client.lifetimes.access_token
-        };
-        let grant = Grant {
-            id: code.grant_id.clone(),
-            user_id: code.user_id.clone(),
-            client_id: client.id.clone(),
-            scopes: code.scopes.clone(),
-            auth_time: code.auth_time,
-            amr: code.amr.clone(),
-            created_at: now,
-            expires_at: now + lifetime,
-            revoked_at: None,
-            last_used_at: now,
-        };
-        let refresh_token = if refresh {
-            Some(secret::new_secret().map_err(no_randomness)?)
-        } else {
-            None
-        };
-        let record = refresh_token
-            .as_deref()
-            .map(|t| RefreshToken::issue(hash(t), &grant, client.lifetimes.refresh_idle, now));
+        if client.require_mfa && !crate::domain::grant::is_mfa(&code.amr) {
+            return Err(mfa_required());
+        }
+        let NewGrant {
+            grant,
+            refresh_token,
+            record,
+        } = Self::new_grant(
+            &client,
+            code.grant_id.clone(),
+            &code.user_id,
+            &code.scopes,
+            (code.auth_time, code.amr.clone()),
+            now,
+        )?;
+        let refresh = refresh_token.is_some();
 
         let (redeemed, minted) = tokio::join!(
             self.store
@@ -189,20 +249,18 @@ impl Services {
     ) -> Result<TokenResponse, OAuthError> {
         let now = self.clock.now();
         let old_hash = hash(refresh_token);
-        let (client, view) = tokio::join!(
-            self.store.get_client(auth.client_id()),
-            self.store.find_refresh(&old_hash, now)
-        );
-        let client = Self::check_client(auth, client)?;
+        let (client, view) = self.client_and_refresh(auth, &old_hash, now).await?;
         if !client.allows(GrantType::RefreshToken) {
             return Err(OAuthError::unauthorized_client(
                 "this client may not use the refresh_token grant",
             ));
         }
-        let view = view
-            .map_err(unavailable)?
-            .ok_or_else(|| OAuthError::invalid_grant("refresh token is invalid or expired"))?;
+        let view =
+            view.ok_or_else(|| OAuthError::invalid_grant("refresh token is invalid or expired"))?;
         let scopes = view.check(&client.id, scope, now)?;
+        if client.require_mfa && !view.grant.made_with_mfa() {
+            return Err(mfa_required());
+        }
         if let Some(consumed_at) = view.token.consumed_at
             && now - consumed_at > client.lifetimes.reuse_leeway
         {
@@ -325,7 +383,7 @@ impl Services {
     /// (OIDC Core §3.1.3.6), and covering the signed access token would make
     /// the ID token's signature wait for it, one sequential KMS round more
     /// than the AWS budget allows (DESIGN). Both signatures run at once.
-    async fn mint(
+    pub(crate) async fn mint(
         &self,
         client: &Client,
         grant: &Grant,
@@ -368,12 +426,8 @@ impl Services {
     pub async fn revoke(&self, auth: &ClientAuth, token: &str) -> Result<(), OAuthError> {
         let now = self.clock.now();
         let token_hash = hash(token);
-        let (client, view) = tokio::join!(
-            self.store.get_client(auth.client_id()),
-            self.store.find_refresh(&token_hash, now)
-        );
-        let client = Self::check_client(auth, client)?;
-        let Some(view) = view.map_err(unavailable)? else {
+        let (client, view) = self.client_and_refresh(auth, &token_hash, now).await?;
+        let Some(view) = view else {
             return Ok(());
         };
         if view.token.client_id != client.id {
@@ -389,4 +443,12 @@ impl Services {
         tracing::info!(grant = %view.grant.id, client = %client.id, revoked = n, "refresh token revoked");
         Ok(())
     }
+}
+
+/// The client now requires a second factor that this grant was made without.
+fn mfa_required() -> OAuthError {
+    OAuthError::invalid_grant(
+        "this application now requires two-step verification; \
+         send the user through the authorization endpoint again",
+    )
 }

@@ -5,6 +5,7 @@ pub mod jwk;
 pub mod kms;
 pub mod local;
 pub mod none;
+pub mod verify;
 
 pub use kms::KmsSigner;
 pub use local::LocalSigner;

@@ -1,0 +1,136 @@
+//! The resource owner password credentials grant (RFC 6749 §4.3), for the
+//! clients an operator explicitly allowed it. Failed attempts back off per
+//! account and per client; a user with a second factor cannot use it.
+
+use super::token::NewGrant;
+use super::{Services, TokenResponse, no_randomness, unavailable};
+use crate::domain::scope::{OFFLINE_ACCESS, OPENID};
+use crate::domain::secret::{self, hash};
+use crate::domain::throttle::{self, Backoff, FAILURE_TTL};
+use crate::domain::{ClientAuth, GrantType, OAuthError, Scopes};
+use crate::ports::Failures;
+
+/// The throttling keys of one attempt. The username is hashed, so the key
+/// is the same for names that exist and names that do not.
+fn keys(username: &str, client_id: &str) -> (String, String) {
+    (
+        format!("password:user:{}", hash(username)),
+        format!("password:client:{client_id}"),
+    )
+}
+
+fn throttled(backoff: Backoff, f: Failures, now: i64) -> Result<(), OAuthError> {
+    match backoff.retry_after(f.count, f.last_at, now) {
+        Some(wait) => Err(OAuthError::invalid_grant(format!(
+            "too many failed sign-ins; try again in {wait} second{}",
+            if wait == 1 { "" } else { "s" }
+        ))),
+        None => Ok(()),
+    }
+}
+
+impl Services {
+    /// RFC 6749 §4.3.2. `scope` defaults to the client's scopes without
+    /// `offline_access`: a refresh token only when it is asked for.
+    pub async fn password_grant(
+        &self,
+        auth: &ClientAuth,
+        username: &str,
+        password: &str,
+        scope: Option<&Scopes>,
+    ) -> Result<TokenResponse, OAuthError> {
+        let now = self.clock.now();
+        let (user_key, client_key) = keys(username, auth.client_id());
+        let (client, user, user_failures, client_failures) = tokio::join!(
+            self.store.get_client(auth.client_id()),
+            self.store.find_user(username),
+            self.store.get_failures(&user_key, now),
+            self.store.get_failures(&client_key, now)
+        );
+        let client = Self::check_client(auth, client)?;
+        if !client.allows(GrantType::Password) {
+            return Err(OAuthError::unauthorized_client(
+                "this client may not use the password grant",
+            ));
+        }
+        let scopes = match scope {
+            Some(s) if !s.is_empty() => {
+                client.check_scopes(s)?;
+                s.clone()
+            }
+            _ => client.scopes.without(OFFLINE_ACCESS),
+        };
+        let user_failures = user_failures.map_err(unavailable)?;
+        throttled(throttle::PER_USER, user_failures, now)?;
+        throttled(
+            throttle::PER_CLIENT,
+            client_failures.map_err(unavailable)?,
+            now,
+        )?;
+        let user = user.map_err(unavailable)?;
+
+        let Some(user) = super::check_password(user, password).await else {
+            let (a, b) = tokio::join!(
+                self.store.add_failure(&user_key, now, FAILURE_TTL),
+                self.store.add_failure(&client_key, now, FAILURE_TTL)
+            );
+            a.map_err(unavailable)?;
+            b.map_err(unavailable)?;
+            tracing::info!(client = %client.id, "password grant: sign-in failed");
+            return Err(OAuthError::invalid_grant(
+                "the username or password is wrong",
+            ));
+        };
+        // Said only to someone who knows the password.
+        if user.has_mfa() || client.require_mfa {
+            return Err(OAuthError::invalid_grant(
+                "this sign-in needs two-step verification, which the password grant cannot carry; \
+                 use the authorization code flow",
+            ));
+        }
+        if user_failures.count > 0 {
+            self.store
+                .clear_failures(&user_key)
+                .await
+                .map_err(unavailable)?;
+        }
+        self.make_room(&user.id, &client.id, now).await?;
+
+        let NewGrant {
+            grant,
+            refresh_token,
+            record,
+        } = Self::new_grant(
+            &client,
+            secret::new_id().map_err(no_randomness)?,
+            &user.id,
+            &scopes,
+            (now, vec!["pwd".to_owned()]),
+            now,
+        )?;
+        let (created, minted) = tokio::join!(
+            self.store.create_grant(&grant, record.as_ref()),
+            self.mint(&client, &grant, &scopes, None, now)
+        );
+        created.map_err(unavailable)?;
+        let (access_token, id_token) = match minted {
+            Ok(tokens) => tokens,
+            Err(e) => {
+                // Nothing was handed out: the grant must not linger.
+                if let Err(undo) = self.store.revoke_grant(&grant.id, now).await {
+                    tracing::error!(grant = %grant.id, error = %undo, "could not revoke an unissued grant");
+                }
+                return Err(e);
+            }
+        };
+        tracing::info!(grant = %grant.id, client = %client.id, refresh = refresh_token.is_some(), openid = scopes.contains(OPENID), "password grant issued");
+        Ok(TokenResponse {
+            access_token,
+            token_type: "Bearer",
+            expires_in: client.lifetimes.access_token,
+            scope: scopes.to_string(),
+            refresh_token,
+            id_token,
+        })
+    }
+}
