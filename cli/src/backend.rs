@@ -131,7 +131,10 @@ impl Backend {
                 (Arc::new(signer), false)
             }
         };
-        let services = Services::new(store, signer, Arc::new(SystemClock), Config::new(issuer));
+        // The same lifetimes and limits as the Lambda functions read.
+        let config = Config::with_settings(issuer, |name| std::env::var(name).ok())
+            .map_err(|e| e.to_string())?;
+        let services = Services::new(store, signer, Arc::new(SystemClock), config);
         Ok((Arc::new(services), created))
     }
 
@@ -142,7 +145,8 @@ impl Backend {
             store,
             Arc::new(NoKey),
             Arc::new(SystemClock),
-            Config::new("http://admin"),
+            Config::with_settings("http://admin", |name| std::env::var(name).ok())
+                .map_err(|e| e.to_string())?,
         );
         Ok(Arc::new(services))
     }

@@ -41,6 +41,55 @@ impl Config {
     pub fn endpoint(&self, path: &str) -> String {
         format!("{}{}", self.issuer, path)
     }
+
+    /// The issuer with the lifetimes and limits read through `var` (the
+    /// environment): `TOKENFN_ACCESS_TOKEN_TTL`, `TOKENFN_REFRESH_TTL`,
+    /// `TOKENFN_REFRESH_IDLE_TTL`, `TOKENFN_REUSE_LEEWAY`, `TOKENFN_CODE_TTL`,
+    /// `TOKENFN_ID_TOKEN_TTL`, `TOKENFN_SESSION_TTL` (seconds) and
+    /// `TOKENFN_GRANT_CAP`. Unset means the default.
+    pub fn with_settings(
+        issuer: impl Into<String>,
+        var: impl Fn(&str) -> Option<String>,
+    ) -> Result<Self, SettingError> {
+        let seconds = |name: &'static str, default: i64| -> Result<i64, SettingError> {
+            match var(name) {
+                None => Ok(default),
+                Some(v) => v
+                    .trim()
+                    .parse::<i64>()
+                    .ok()
+                    .filter(|n| *n >= 0)
+                    .ok_or(SettingError {
+                        name,
+                        problem: format!("must be a whole number of seconds, not {v:?}"),
+                    }),
+            }
+        };
+        let mut config = Config::new(issuer);
+        let d = config.default_lifetimes;
+        config.default_lifetimes = Lifetimes {
+            access_token: seconds("TOKENFN_ACCESS_TOKEN_TTL", d.access_token)?,
+            refresh_absolute: seconds("TOKENFN_REFRESH_TTL", d.refresh_absolute)?,
+            refresh_idle: seconds("TOKENFN_REFRESH_IDLE_TTL", d.refresh_idle)?,
+            reuse_leeway: seconds("TOKENFN_REUSE_LEEWAY", d.reuse_leeway)?,
+        };
+        config.code_ttl = seconds("TOKENFN_CODE_TTL", config.code_ttl)?;
+        config.id_token_ttl = seconds("TOKENFN_ID_TOKEN_TTL", config.id_token_ttl)?;
+        config.session_ttl = seconds("TOKENFN_SESSION_TTL", config.session_ttl)?;
+        config.grant_cap = match var("TOKENFN_GRANT_CAP") {
+            None => config.grant_cap,
+            Some(v) => v
+                .trim()
+                .parse::<usize>()
+                .ok()
+                .filter(|n| *n >= 1)
+                .ok_or(SettingError {
+                    name: "TOKENFN_GRANT_CAP",
+                    problem: format!("must be a whole number of grants, at least 1, not {v:?}"),
+                })?,
+        };
+        Ok(config)
+    }
 }
 
 /// A setting that is missing or malformed; stops a function at init.
@@ -78,20 +127,6 @@ impl AwsSettings {
                 }),
             }
         };
-        let seconds = |name: &'static str, default: i64| -> Result<i64, SettingError> {
-            match var(name) {
-                None => Ok(default),
-                Some(v) => v
-                    .trim()
-                    .parse::<i64>()
-                    .ok()
-                    .filter(|n| *n >= 0)
-                    .ok_or(SettingError {
-                        name,
-                        problem: format!("must be a whole number of seconds, not {v:?}"),
-                    }),
-            }
-        };
         let issuer = required("TOKENFN_ISSUER")?;
         match url::Url::parse(&issuer) {
             Ok(u)
@@ -121,29 +156,7 @@ impl AwsSettings {
                 problem: "is required: a comma-separated list of KMS key ids or ARNs".into(),
             });
         }
-        let mut config = Config::new(issuer);
-        let d = config.default_lifetimes;
-        config.default_lifetimes = Lifetimes {
-            access_token: seconds("TOKENFN_ACCESS_TOKEN_TTL", d.access_token)?,
-            refresh_absolute: seconds("TOKENFN_REFRESH_TTL", d.refresh_absolute)?,
-            refresh_idle: seconds("TOKENFN_REFRESH_IDLE_TTL", d.refresh_idle)?,
-            reuse_leeway: seconds("TOKENFN_REUSE_LEEWAY", d.reuse_leeway)?,
-        };
-        config.code_ttl = seconds("TOKENFN_CODE_TTL", config.code_ttl)?;
-        config.id_token_ttl = seconds("TOKENFN_ID_TOKEN_TTL", config.id_token_ttl)?;
-        config.session_ttl = seconds("TOKENFN_SESSION_TTL", config.session_ttl)?;
-        config.grant_cap = match var("TOKENFN_GRANT_CAP") {
-            None => config.grant_cap,
-            Some(v) => v
-                .trim()
-                .parse::<usize>()
-                .ok()
-                .filter(|n| *n >= 1)
-                .ok_or(SettingError {
-                    name: "TOKENFN_GRANT_CAP",
-                    problem: format!("must be a whole number of grants, at least 1, not {v:?}"),
-                })?,
-        };
+        let config = Config::with_settings(issuer, &var)?;
         Ok(Self {
             config,
             table,

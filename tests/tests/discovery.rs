@@ -39,6 +39,11 @@ async fn discovery_document_advertises_the_contract() {
     assert_eq!(d["authorization_endpoint"], format!("{issuer}/authorize"));
     assert_eq!(d["token_endpoint"], format!("{issuer}/oauth/token"));
     assert_eq!(d["revocation_endpoint"], format!("{issuer}/oauth/revoke"));
+    assert_eq!(
+        d["introspection_endpoint"],
+        format!("{issuer}/oauth/introspect")
+    );
+    assert_eq!(d["userinfo_endpoint"], format!("{issuer}/userinfo"));
     assert_eq!(d["jwks_uri"], format!("{issuer}/.well-known/jwks.json"));
     assert_eq!(strings(&d["response_types_supported"]), ["code"]);
     assert_eq!(strings(&d["code_challenge_methods_supported"]), ["S256"]);
@@ -50,7 +55,12 @@ async fn discovery_document_advertises_the_contract() {
     assert_eq!(d["authorization_response_iss_parameter_supported"], true);
 
     let grants = strings(&d["grant_types_supported"]);
-    for g in ["authorization_code", "refresh_token", "client_credentials"] {
+    for g in [
+        "authorization_code",
+        "refresh_token",
+        "client_credentials",
+        "password",
+    ] {
         assert!(grants.iter().any(|x| x == g), "grant {g} in {grants:?}");
     }
     let auth = strings(&d["token_endpoint_auth_methods_supported"]);
@@ -138,4 +148,48 @@ async fn issuer_flag_sets_the_advertised_issuer() {
         "https://id.example.test/authorize"
     );
     assert_eq!(d["token_endpoint"], "https://id.example.test/oauth/token");
+}
+
+/// Both directions: every grant type the token endpoint serves is
+/// advertised, and every advertised endpoint answers (no 404).
+#[tokio::test]
+async fn discovery_advertises_exactly_what_exists() {
+    let env = TestEnv::start();
+    let d = env.discovery().await;
+    let advertised = strings(&d["grant_types_supported"]);
+    let candidates = [
+        "authorization_code",
+        "refresh_token",
+        "client_credentials",
+        "password",
+        "urn:ietf:params:oauth:grant-type:device_code",
+        "urn:ietf:params:oauth:grant-type:jwt-bearer",
+        "urn:ietf:params:oauth:grant-type:token-exchange",
+        "implicit",
+    ];
+    for g in candidates {
+        let r = env
+            .post_form(
+                "/oauth/token",
+                &[("grant_type", g)],
+                Some((WEB, WEB_SECRET)),
+            )
+            .await;
+        let served = r.body["error"] != "unsupported_grant_type";
+        let listed = advertised.iter().any(|x| x == g);
+        assert_eq!(
+            served, listed,
+            "grant {g}: served {served}, advertised {listed}: {}",
+            r.text
+        );
+    }
+    let obj = d.as_object().unwrap();
+    for (name, url) in obj
+        .iter()
+        .filter(|(k, _)| k.ends_with("_endpoint") || *k == "jwks_uri")
+    {
+        let url = url.as_str().unwrap();
+        let resp = env.http.get(url).send().await.unwrap();
+        assert_ne!(resp.status(), 404, "{name} {url}");
+    }
 }

@@ -480,8 +480,16 @@ impl Services {
             expires_at: now + self.config.code_ttl,
             consumed_at: None,
         };
-        if let Err(e) = self.store.put_code(&record).await {
+        // The grant this code makes must fit under the per-user cap.
+        let (stored, room) = tokio::join!(
+            self.store.put_code(&record),
+            self.make_room(user_id, &req.client_id, now)
+        );
+        if let Err(e) = stored {
             return BrowserReply::unavailable(e);
+        }
+        if room.is_err() {
+            return BrowserReply::busy();
         }
         tracing::info!(user = %user_id, client = %req.client_id, grant = %record.grant_id, "code issued");
         let mut pairs = vec![("code", code.as_str())];

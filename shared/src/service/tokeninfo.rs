@@ -146,9 +146,23 @@ impl Services {
         }
         let token_hash = hash(token);
         let (client, view) = self.client_and_refresh(auth, &token_hash, now).await?;
-        let Some(view) = view else {
+        let Some(mut view) = view else {
             return Ok(Introspection::inactive());
         };
+        if view.token.client_id != client.id {
+            return Ok(Introspection::inactive());
+        }
+        // The view's grant may be a snapshot without revocation (DynamoDB
+        // re-checks it inside each rotation): read the grant itself.
+        match self
+            .store
+            .get_grant(&view.grant.id)
+            .await
+            .map_err(unavailable)?
+        {
+            Some(grant) => view.grant = grant,
+            None => return Ok(Introspection::inactive()),
+        }
         let usable = view.token.client_id == client.id
             && view.token.consumed_at.is_none()
             && view.check(&client.id, None, now).is_ok()
