@@ -59,20 +59,22 @@ PSEUDO_PARAMETERS = {
 # fail on any difference, wider or narrower.
 TABLE_ACTIONS = {
     # get client/user/session/interaction/consent; put interaction, session,
-    # consent, code; delete interaction
-    "authorize": {"dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:DeleteItem"},
-    # get client/code/token; TransactWriteItems of Update (code, grant,
-    # token), Put (grant, token) and Delete (undo); UpdateItem (revoke grant)
+    # consent, code; delete interaction; UpdateItem (TOTP step, grant cap)
+    "authorize": {"dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem"},
+    # get client/code/token/user/grant/counters; TransactWriteItems of Update
+    # (code, grant, token), Put (grant, token) and Delete (undo); UpdateItem
+    # (revoke grant, counters); PutItem and DeleteItem (counters)
     "token": {"dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem"},
     "refresh": {"dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem"},
     # get client/token; UpdateItem (revoke grant); DeleteItem (consent)
     "revoke": {"dynamodb:GetItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem"},
     "discovery": set(),
 }
-# Query on the indexes only (revoke by user, client or consent).
+# Query on the indexes only (revoke by user, client or consent; the grant
+# cap at authorize and at the password grant).
 INDEX_ACTIONS = {
-    "authorize": set(),
-    "token": set(),
+    "authorize": {"dynamodb:Query"},
+    "token": {"dynamodb:Query"},
     "refresh": set(),
     "revoke": {"dynamodb:Query"},
     "discovery": set(),

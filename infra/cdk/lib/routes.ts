@@ -21,7 +21,12 @@ export const ROUTES: Readonly<Record<FunctionName, readonly Route[]>> = {
     { method: 'POST', path: '/login' },
     { method: 'POST', path: '/consent' },
   ],
-  token: [{ method: 'POST', path: '/oauth/token' }],
+  token: [
+    { method: 'POST', path: '/oauth/token' },
+    { method: 'POST', path: '/oauth/introspect' },
+    { method: 'GET', path: '/userinfo' },
+    { method: 'POST', path: '/userinfo' },
+  ],
   refresh: [{ method: 'POST', path: '/oauth/refresh' }],
   revoke: [{ method: 'POST', path: '/oauth/revoke' }],
   discovery: [

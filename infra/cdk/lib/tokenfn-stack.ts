@@ -32,14 +32,15 @@ export const TABLE_SCHEMA = {
 export const ACCESS: Readonly<
   Record<FunctionName, { table: readonly string[]; indexes: readonly string[]; keys: 'sign' | 'publish' | 'none' }>
 > = {
+  // The grant cap reads a user's grants through the by_user index.
   authorize: {
-    table: ['dynamodb:GetItem', 'dynamodb:PutItem', 'dynamodb:DeleteItem'],
-    indexes: [],
+    table: ['dynamodb:GetItem', 'dynamodb:PutItem', 'dynamodb:UpdateItem', 'dynamodb:DeleteItem'],
+    indexes: ['dynamodb:Query'],
     keys: 'none',
   },
   token: {
     table: ['dynamodb:GetItem', 'dynamodb:PutItem', 'dynamodb:UpdateItem', 'dynamodb:DeleteItem', 'dynamodb:ConditionCheckItem'],
-    indexes: [],
+    indexes: ['dynamodb:Query'],
     keys: 'sign',
   },
   refresh: {

@@ -401,16 +401,20 @@ function grants(s: Synth, name: FunctionName): string[] {
 describe('least privilege', () => {
   const logs = ['logs:CreateLogStream own-log-group', 'logs:PutLogEvents own-log-group'];
   const on = (resource: string, ...actions: string[]) => actions.map((a) => `${a} ${resource}`);
+  const indexes = [...on('table/index/by_user', 'dynamodb:Query'), ...on('table/index/by_client', 'dynamodb:Query')];
   const rotate = on('table', 'dynamodb:GetItem', 'dynamodb:PutItem', 'dynamodb:UpdateItem', 'dynamodb:DeleteItem', 'dynamodb:ConditionCheckItem');
   const expected: Record<FunctionName, string[]> = {
-    authorize: [...logs, ...on('table', 'dynamodb:GetItem', 'dynamodb:PutItem', 'dynamodb:DeleteItem')],
-    token: [...logs, ...rotate, ...on('key', 'kms:Sign', 'kms:GetPublicKey')],
+    authorize: [
+      ...logs,
+      ...on('table', 'dynamodb:GetItem', 'dynamodb:PutItem', 'dynamodb:UpdateItem', 'dynamodb:DeleteItem'),
+      ...indexes,
+    ],
+    token: [...logs, ...rotate, ...indexes, ...on('key', 'kms:Sign', 'kms:GetPublicKey')],
     refresh: [...logs, ...rotate, ...on('key', 'kms:Sign', 'kms:GetPublicKey')],
     revoke: [
       ...logs,
       ...on('table', 'dynamodb:GetItem', 'dynamodb:UpdateItem', 'dynamodb:DeleteItem'),
-      ...on('table/index/by_user', 'dynamodb:Query'),
-      ...on('table/index/by_client', 'dynamodb:Query'),
+      ...indexes,
     ],
     discovery: [...logs, ...on('key', 'kms:GetPublicKey')],
   };
