@@ -2,8 +2,10 @@
 //! grant, rotate, mint. They speak to the outside only through the ports,
 //! so the same code runs on SQLite with a local key and on DynamoDB with KMS.
 
+pub mod account;
 pub mod admin;
 pub mod authorize;
+pub mod device;
 pub mod token;
 
 use std::sync::Arc;
@@ -13,7 +15,8 @@ use crate::domain::secret::RandomError;
 use crate::domain::{OAuthError, token as jwt};
 use crate::ports::{Clock, Signer, Store, StoreError};
 
-pub use authorize::{BrowserReply, Cookies, Page, Reply, SetCookie};
+pub use authorize::{BrowserReply, ConnectedApp, Cookies, Page, Reply, SetCookie};
+pub use device::DeviceAuthorization;
 pub use token::TokenResponse;
 
 /// Everything an endpoint needs, built once per process (per Lambda container).

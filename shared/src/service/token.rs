@@ -24,6 +24,61 @@ pub struct TokenResponse {
     pub id_token: Option<String>,
 }
 
+/// A grant about to be created at the token endpoint, with its first
+/// refresh token when `offline_access` is granted and the client may
+/// refresh (OIDC Core §11).
+pub(super) struct NewGrant {
+    pub grant: Grant,
+    /// The plain refresh token, for the response only.
+    pub refresh_token: Option<String>,
+    /// What is stored of it.
+    pub record: Option<RefreshToken>,
+}
+
+impl NewGrant {
+    pub fn new(
+        client: &Client,
+        id: String,
+        user_id: &str,
+        scopes: &Scopes,
+        auth_time: i64,
+        amr: &[String],
+        now: i64,
+    ) -> Result<Self, OAuthError> {
+        let refresh = scopes.contains(OFFLINE_ACCESS) && client.allows(GrantType::RefreshToken);
+        let lifetime = if refresh {
+            client.lifetimes.refresh_absolute
+        } else {
+            client.lifetimes.access_token
+        };
+        let grant = Grant {
+            id,
+            user_id: user_id.to_owned(),
+            client_id: client.id.clone(),
+            scopes: scopes.clone(),
+            auth_time,
+            amr: amr.to_vec(),
+            created_at: now,
+            expires_at: now + lifetime,
+            revoked_at: None,
+            last_used_at: now,
+        };
+        let refresh_token = if refresh {
+            Some(secret::new_secret().map_err(no_randomness)?)
+        } else {
+            None
+        };
+        let record = refresh_token
+            .as_deref()
+            .map(|t| RefreshToken::issue(hash(t), &grant, client.lifetimes.refresh_idle, now));
+        Ok(Self {
+            grant,
+            refresh_token,
+            record,
+        })
+    }
+}
+
 /// The parameters of an authorization_code token request.
 pub struct CodeExchange<'a> {
     pub code: &'a str,
@@ -37,7 +92,7 @@ impl Services {
     }
 
     /// Finishes a client's authentication after a parallel read.
-    fn check_client(
+    pub(super) fn check_client(
         auth: &ClientAuth,
         found: Result<Option<Client>, crate::ports::StoreError>,
     ) -> Result<Client, OAuthError> {
@@ -98,33 +153,20 @@ impl Services {
             (None, None) => {}
         }
 
-        let refresh =
-            code.scopes.contains(OFFLINE_ACCESS) && client.allows(GrantType::RefreshToken);
-        let lifetime = if refresh {
-            client.lifetimes.refresh_absolute
-        } else {
-            client.lifetimes.access_token
-        };
-        let grant = Grant {
-            id: code.grant_id.clone(),
-            user_id: code.user_id.clone(),
-            client_id: client.id.clone(),
-            scopes: code.scopes.clone(),
-            auth_time: code.auth_time,
-            amr: code.amr.clone(),
-            created_at: now,
-            expires_at: now + lifetime,
-            revoked_at: None,
-            last_used_at: now,
-        };
-        let refresh_token = if refresh {
-            Some(secret::new_secret().map_err(no_randomness)?)
-        } else {
-            None
-        };
-        let record = refresh_token
-            .as_deref()
-            .map(|t| RefreshToken::issue(hash(t), &grant, client.lifetimes.refresh_idle, now));
+        let NewGrant {
+            grant,
+            refresh_token,
+            record,
+        } = NewGrant::new(
+            &client,
+            code.grant_id.clone(),
+            &code.user_id,
+            &code.scopes,
+            code.auth_time,
+            &code.amr,
+            now,
+        )?;
+        let refresh = refresh_token.is_some();
 
         let (redeemed, minted) = tokio::join!(
             self.store
@@ -321,11 +363,13 @@ impl Services {
     /// The access token (RFC 9068) and, for OpenID grants, the ID token;
     /// `nonce` only for the code exchange (OIDC Core §12.2).
     ///
+    /// Shared by every grant that creates or uses a user's grant.
+    ///
     /// The ID token has no `at_hash`: it is optional at the token endpoint
     /// (OIDC Core §3.1.3.6), and covering the signed access token would make
     /// the ID token's signature wait for it, one sequential KMS round more
     /// than the AWS budget allows (DESIGN). Both signatures run at once.
-    async fn mint(
+    pub(super) async fn mint(
         &self,
         client: &Client,
         grant: &Grant,
