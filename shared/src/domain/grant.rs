@@ -32,12 +32,12 @@ impl Grant {
 
     /// Whether the user gave a second factor when this grant was made.
     pub fn made_with_mfa(&self) -> bool {
-        self.amr.iter().any(|m| m == "otp" || m == "mfa")
+        is_mfa(&self.amr)
     }
 }
 
-/// Whether an `amr` list (RFC 8176) shows a second factor.
-pub fn amr_has_mfa(amr: &[String]) -> bool {
+/// Whether authentication methods (RFC 8176 `amr`) include a second factor.
+pub fn is_mfa(amr: &[String]) -> bool {
     amr.iter().any(|m| m == "otp" || m == "mfa")
 }
 

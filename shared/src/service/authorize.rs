@@ -6,7 +6,7 @@
 use url::Url;
 
 use super::{Services, no_randomness};
-use crate::domain::grant::{MAX_OTP_FAILURES, amr_has_mfa};
+use crate::domain::grant::{MAX_OTP_FAILURES, is_mfa};
 use crate::domain::request::Params;
 use crate::domain::secret::{self, ct_eq, hash};
 use crate::domain::user::{DUMMY_HASH, verify_password};
@@ -237,7 +237,7 @@ impl Services {
         };
 
         // The client requires a second factor this session lacks: step up.
-        if client.require_mfa && !amr_has_mfa(&session.amr) {
+        if client.require_mfa && !is_mfa(&session.amr) {
             if req.prompt.none {
                 return self.redirect_error(
                     &redirect_uri,

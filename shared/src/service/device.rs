@@ -11,7 +11,7 @@ use super::{Services, TokenResponse, no_randomness, unavailable};
 use crate::domain::device::{
     DeviceCode, DeviceDecision, PollCheck, display_user_code, new_user_code, normalize_user_code,
 };
-use crate::domain::grant::{MAX_CODE_FAILURES, amr_has_mfa};
+use crate::domain::grant::{MAX_CODE_FAILURES, is_mfa};
 use crate::domain::request::Params;
 use crate::domain::scope::OPENID;
 use crate::domain::secret::{self, hash, log_prefix};
@@ -183,18 +183,24 @@ impl Services {
             }) => (user_id, *auth_time, amr),
         };
 
+        // The approval must meet the client's requirement as it is now.
+        if client.require_mfa && !is_mfa(amr) {
+            return Err(OAuthError::new(
+                ErrorCode::AccessDenied,
+                "this application requires two-step verification; start the authorization again",
+            ));
+        }
         let grant_id = secret::new_id().map_err(no_randomness)?;
         let NewGrant {
             grant,
             refresh_token,
             record,
-        } = NewGrant::new(
+        } = Self::new_grant(
             &client,
             grant_id,
             user_id,
             &device.scopes,
-            auth_time,
-            amr,
+            (auth_time, amr.clone()),
             now,
         )?;
         // RFC 8628 has no nonce: the ID token carries none.
@@ -370,7 +376,7 @@ impl Services {
             }
             return BrowserReply::page(login_page(&interaction, csrf, Some(&client)));
         };
-        if client.require_mfa && !amr_has_mfa(&session.amr) {
+        if client.require_mfa && !is_mfa(&session.amr) {
             // The step-up makes its own interaction; this one is done.
             if let Err(e) = self.store.delete_interaction(&interaction.id).await {
                 return BrowserReply::unavailable(e);

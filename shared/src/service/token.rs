@@ -24,27 +24,34 @@ pub struct TokenResponse {
     pub id_token: Option<String>,
 }
 
-/// A grant about to be created at the token endpoint, with its first
-/// refresh token when `offline_access` is granted and the client may
-/// refresh (OIDC Core §11).
-pub(super) struct NewGrant {
+/// The parameters of an authorization_code token request.
+pub struct CodeExchange<'a> {
+    pub code: &'a str,
+    pub redirect_uri: Option<&'a str>,
+    pub code_verifier: Option<&'a str>,
+}
+
+/// A grant about to be created, with its first refresh token (plain, for
+/// the response, and as stored) when it gets one.
+pub(crate) struct NewGrant {
     pub grant: Grant,
-    /// The plain refresh token, for the response only.
     pub refresh_token: Option<String>,
-    /// What is stored of it.
     pub record: Option<RefreshToken>,
 }
 
-impl NewGrant {
-    pub fn new(
+impl Services {
+    /// The grant `id` of `user_id` for `client` over `scopes`, authenticated
+    /// at `auth` (time and methods). It gets a refresh token only with
+    /// offline_access and a client that may refresh; it lives as long as
+    /// its refresh tokens may, or as its one access token without them.
+    pub(crate) fn new_grant(
         client: &Client,
         id: String,
         user_id: &str,
         scopes: &Scopes,
-        auth_time: i64,
-        amr: &[String],
+        auth: (i64, Vec<String>),
         now: i64,
-    ) -> Result<Self, OAuthError> {
+    ) -> Result<NewGrant, OAuthError> {
         let refresh = scopes.contains(OFFLINE_ACCESS) && client.allows(GrantType::RefreshToken);
         let lifetime = if refresh {
             client.lifetimes.refresh_absolute
@@ -56,8 +63,8 @@ impl NewGrant {
             user_id: user_id.to_owned(),
             client_id: client.id.clone(),
             scopes: scopes.clone(),
-            auth_time,
-            amr: amr.to_vec(),
+            auth_time: auth.0,
+            amr: auth.1,
             created_at: now,
             expires_at: now + lifetime,
             revoked_at: None,
@@ -71,28 +78,19 @@ impl NewGrant {
         let record = refresh_token
             .as_deref()
             .map(|t| RefreshToken::issue(hash(t), &grant, client.lifetimes.refresh_idle, now));
-        Ok(Self {
+        Ok(NewGrant {
             grant,
             refresh_token,
             record,
         })
     }
-}
 
-/// The parameters of an authorization_code token request.
-pub struct CodeExchange<'a> {
-    pub code: &'a str,
-    pub redirect_uri: Option<&'a str>,
-    pub code_verifier: Option<&'a str>,
-}
-
-impl Services {
-    async fn client_for(&self, auth: &ClientAuth) -> Result<Client, OAuthError> {
+    pub(crate) async fn client_for(&self, auth: &ClientAuth) -> Result<Client, OAuthError> {
         Self::check_client(auth, self.store.get_client(auth.client_id()).await)
     }
 
     /// Finishes a client's authentication after a parallel read.
-    pub(super) fn check_client(
+    pub(crate) fn check_client(
         auth: &ClientAuth,
         found: Result<Option<Client>, crate::ports::StoreError>,
     ) -> Result<Client, OAuthError> {
@@ -153,17 +151,19 @@ impl Services {
             (None, None) => {}
         }
 
+        if client.require_mfa && !crate::domain::grant::is_mfa(&code.amr) {
+            return Err(mfa_required());
+        }
         let NewGrant {
             grant,
             refresh_token,
             record,
-        } = NewGrant::new(
+        } = Self::new_grant(
             &client,
             code.grant_id.clone(),
             &code.user_id,
             &code.scopes,
-            code.auth_time,
-            &code.amr,
+            (code.auth_time, code.amr.clone()),
             now,
         )?;
         let refresh = refresh_token.is_some();
@@ -363,13 +363,11 @@ impl Services {
     /// The access token (RFC 9068) and, for OpenID grants, the ID token;
     /// `nonce` only for the code exchange (OIDC Core §12.2).
     ///
-    /// Shared by every grant that creates or uses a user's grant.
-    ///
     /// The ID token has no `at_hash`: it is optional at the token endpoint
     /// (OIDC Core §3.1.3.6), and covering the signed access token would make
     /// the ID token's signature wait for it, one sequential KMS round more
     /// than the AWS budget allows (DESIGN). Both signatures run at once.
-    pub(super) async fn mint(
+    pub(crate) async fn mint(
         &self,
         client: &Client,
         grant: &Grant,
@@ -433,4 +431,12 @@ impl Services {
         tracing::info!(grant = %view.grant.id, client = %client.id, revoked = n, "refresh token revoked");
         Ok(())
     }
+}
+
+/// The client now requires a second factor that this grant was made without.
+fn mfa_required() -> OAuthError {
+    OAuthError::invalid_grant(
+        "this application now requires two-step verification; \
+         send the user through the authorization endpoint again",
+    )
 }
