@@ -8,6 +8,10 @@ pub struct Config {
     pub issuer: String,
     /// Authorization codes live at most this long (RFC 6749 §4.1.2 advises 10 min at most).
     pub code_ttl: i64,
+    /// How long a device code and its user code work (RFC 8628 §3.2 `expires_in`).
+    pub device_code_ttl: i64,
+    /// The minimum seconds between polls of a device code (RFC 8628 §3.2 `interval`).
+    pub device_interval: i64,
     pub id_token_ttl: i64,
     /// How long a sign-in lasts in the browser before the login page shows again.
     pub session_ttl: i64,
@@ -15,10 +19,6 @@ pub struct Config {
     pub interaction_ttl: i64,
     /// Lifetimes given to clients registered without their own.
     pub default_lifetimes: Lifetimes,
-    /// How long a device code and its user code work (RFC 8628 §3.2 `expires_in`).
-    pub device_code_ttl: i64,
-    /// The minimum seconds between polls of a device code (RFC 8628 §3.2 `interval`).
-    pub device_interval: i64,
 }
 
 impl Config {
@@ -26,12 +26,12 @@ impl Config {
         Self {
             issuer: issuer.into().trim_end_matches('/').to_owned(),
             code_ttl: 60,
+            device_code_ttl: 600,
+            device_interval: 5,
             id_token_ttl: 3600,
             session_ttl: 8 * 3600,
             interaction_ttl: 600,
             default_lifetimes: Lifetimes::default(),
-            device_code_ttl: 600,
-            device_interval: 5,
         }
     }
 
@@ -134,8 +134,6 @@ impl AwsSettings {
         config.code_ttl = seconds("TOKENFN_CODE_TTL", config.code_ttl)?;
         config.id_token_ttl = seconds("TOKENFN_ID_TOKEN_TTL", config.id_token_ttl)?;
         config.session_ttl = seconds("TOKENFN_SESSION_TTL", config.session_ttl)?;
-        config.device_code_ttl = seconds("TOKENFN_DEVICE_CODE_TTL", config.device_code_ttl)?;
-        config.device_interval = seconds("TOKENFN_DEVICE_INTERVAL", config.device_interval)?;
         Ok(Self {
             config,
             table,

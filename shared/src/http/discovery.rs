@@ -7,10 +7,7 @@ use bytes::Bytes;
 use http::Method;
 use serde_json::{Value, json};
 
-use super::{
-    AUTHORIZE, DEVICE_AUTHORIZATION, DISCOVERY, JWKS, REFRESH, REVOKE, Request, Response, Route,
-    TOKEN, wire,
-};
+use super::{AUTHORIZE, DISCOVERY, JWKS, REFRESH, REVOKE, Request, Response, Route, TOKEN, wire};
 use crate::service::Services;
 
 pub const ROUTES: &[Route] = &[
@@ -56,7 +53,7 @@ pub fn metadata(services: &Services) -> Value {
         "refresh_endpoint": c.endpoint(REFRESH),
         "revocation_endpoint": c.endpoint(REVOKE),
         "jwks_uri": c.endpoint(JWKS),
-        "device_authorization_endpoint": c.endpoint(DEVICE_AUTHORIZATION),
+        "device_authorization_endpoint": c.endpoint(super::DEVICE_AUTHORIZATION),
         "response_types_supported": ["code"],
         "response_modes_supported": ["query"],
         "grant_types_supported": ["authorization_code", "refresh_token", "client_credentials", "urn:ietf:params:oauth:grant-type:device_code"],

@@ -3,6 +3,7 @@
 //! two thin shells around these; no handler knows which one it runs under.
 
 pub mod authorize;
+pub mod device;
 pub mod discovery;
 pub mod pages;
 pub mod refresh;

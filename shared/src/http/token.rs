@@ -1,12 +1,11 @@
-//! The token function: `POST /oauth/token` (RFC 6749 §3.2) and the device
-//! authorization endpoint (RFC 8628 §3.1).
+//! The token function: `POST /oauth/token` (RFC 6749 §3.2).
 
 use std::sync::Arc;
 
 use http::Method;
 
-use super::{DEVICE_AUTHORIZATION, Request, Response, Route, TOKEN, wire};
-use crate::domain::{ClientAuth, ErrorCode, GrantType, OAuthError, Scopes};
+use super::{Request, Response, Route, TOKEN, wire};
+use crate::domain::{ClientAuth, ErrorCode, OAuthError, Scopes};
 use crate::service::Services;
 use crate::service::token::CodeExchange;
 
@@ -17,7 +16,7 @@ pub const ROUTES: &[Route] = &[
     },
     Route {
         method: Method::POST,
-        path: DEVICE_AUTHORIZATION,
+        path: super::DEVICE_AUTHORIZATION,
     },
 ];
 
@@ -33,34 +32,11 @@ impl TokenRouter {
     pub async fn handle(&self, req: Request) -> Response {
         match (req.method(), req.uri().path()) {
             (&Method::POST, TOKEN) => token_request(&self.services, &req, false).await,
-            (&Method::POST, DEVICE_AUTHORIZATION) => {
-                device_authorization(&self.services, &req).await
+            (&Method::POST, super::DEVICE_AUTHORIZATION) => {
+                super::device::device_authorization(&self.services, &req).await
             }
             _ => super::not_routed(ROUTES, &req),
         }
-    }
-}
-
-/// RFC 8628 §3.1: client authentication as at the token endpoint; errors
-/// as RFC 6749 §5.2.
-async fn device_authorization(services: &Services, req: &Request) -> Response {
-    let form = match wire::form(req) {
-        Ok(f) => f,
-        Err(e) => return wire::oauth_error(&e, false),
-    };
-    let auth = match wire::client_auth(req, &form) {
-        Ok(a) => a,
-        Err(e) => {
-            return wire::oauth_error(&e, req.headers().contains_key(http::header::AUTHORIZATION));
-        }
-    };
-    let scope = match wire::field(&form, "scope").and_then(|s| s.map(Scopes::parse).transpose()) {
-        Ok(s) => s,
-        Err(e) => return wire::oauth_error(&e, auth.used_basic()),
-    };
-    match services.device_authorization(&auth, scope.as_ref()).await {
-        Ok(body) => wire::json_no_store(200, &body),
-        Err(e) => wire::oauth_error(&e, auth.used_basic()),
     }
 }
 
@@ -113,13 +89,13 @@ async fn run_grant(
             };
             services.exchange_code(auth, exchange).await
         }
-        "client_credentials" if !refresh_only => {
-            services.client_credentials(auth, scope.as_ref()).await
-        }
         // RFC 8628 §3.4: only the URN (GrantType::parse also takes a short form).
-        g if !refresh_only && g == GrantType::DeviceCode.as_str() => {
+        g if !refresh_only && g == crate::domain::GrantType::DeviceCode.as_str() => {
             let device_code = wire::required(form, "device_code")?;
             services.exchange_device_code(auth, device_code).await
+        }
+        "client_credentials" if !refresh_only => {
+            services.client_credentials(auth, scope.as_ref()).await
         }
         _ => Err(OAuthError::new(
             ErrorCode::UnsupportedGrantType,
