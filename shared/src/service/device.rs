@@ -336,14 +336,10 @@ impl Services {
         };
         let device = match found {
             Some(d) if d.is_expired(now) => {
-                return self
-                    .device_entry_again(interaction, csrf, typed, EXPIRED_USER_CODE)
-                    .await;
+                return self.device_entry_again(interaction, csrf, typed, EXPIRED_USER_CODE);
             }
             Some(d) if d.decision.is_some() || d.consumed_at.is_some() => {
-                return self
-                    .device_entry_again(interaction, csrf, typed, USED_USER_CODE)
-                    .await;
+                return self.device_entry_again(interaction, csrf, typed, USED_USER_CODE);
             }
             Some(d) => d,
             None => return self.wrong_user_code(interaction, csrf, typed, now).await,
@@ -396,7 +392,7 @@ impl Services {
     }
 
     /// The code form again, with a plain message.
-    async fn device_entry_again(
+    fn device_entry_again(
         &self,
         interaction: Interaction,
         csrf: String,
@@ -434,7 +430,6 @@ impl Services {
             return BrowserReply::error(429, TOO_MANY_USER_CODES);
         }
         self.device_entry_again(interaction, csrf, typed, WRONG_USER_CODE)
-            .await
     }
 
     /// The consent form of a device verification: record the decision on

@@ -2431,6 +2431,98 @@ mod tests {
             assert_eq!(calls.take(), ["TransactWriteItems"]);
         }
 
+        /// The device_code grant: a poll reads the device code (one GetItem,
+        /// beside the client's), then writes once: the poll, or the
+        /// redemption that creates the grant (one transaction, beside the
+        /// signatures).
+        #[tokio::test]
+        async fn device_polls_stay_within_two_round_trips() {
+            let calls = Calls::default();
+            let client = client(&calls).await;
+            let table = table(&client, "device").await;
+            let store = DynamoStore::new(client.clone(), table.clone());
+            calls.take();
+            let device = DeviceCode {
+                hash: hash("device"),
+                user_code_hash: hash("BCDFGHJK"),
+                client_id: "app".into(),
+                scopes: Scopes::parse("openid offline_access").unwrap(),
+                created_at: T,
+                expires_at: T + 600,
+                kept_until: T + 1200,
+                interval: 5,
+                last_polled_at: None,
+                decision: None,
+                consumed_at: None,
+            };
+            store.put_device_code(&device).await.unwrap();
+            assert_eq!(calls.take(), ["TransactWriteItems"]);
+
+            // Pending: read, then record the poll.
+            let found = store.find_device_code(&device.hash, T + 5).await.unwrap();
+            assert_eq!(found.as_ref(), Some(&device));
+            assert_eq!(calls.take(), ["GetItem"]);
+            assert!(
+                store
+                    .record_device_poll(&device.hash, None, 5, T + 5)
+                    .await
+                    .unwrap()
+            );
+            assert_eq!(calls.take(), ["UpdateItem"]);
+
+            // The browser: the user code's item, then the device code's.
+            assert!(
+                store
+                    .find_user_code(&device.user_code_hash, T + 6)
+                    .await
+                    .unwrap()
+                    .is_some()
+            );
+            assert_eq!(calls.take(), ["GetItem", "GetItem"]);
+            let mut g = grant("g1");
+            g.amr = vec!["pwd".into(), "otp".into(), "mfa".into()];
+            let approved = DeviceDecision::Approved {
+                user_id: g.user_id.clone(),
+                auth_time: g.auth_time,
+                amr: g.amr.clone(),
+            };
+            assert!(
+                store
+                    .decide_device_code(&device.hash, &approved, T + 7)
+                    .await
+                    .unwrap()
+            );
+            assert_eq!(calls.take(), ["UpdateItem"]);
+
+            // Approved: read, then one transaction.
+            assert!(
+                store
+                    .find_device_code(&device.hash, T + 10)
+                    .await
+                    .unwrap()
+                    .is_some()
+            );
+            assert_eq!(calls.take(), ["GetItem"]);
+            let r0 = token("r0", &g, T + 10);
+            assert!(
+                store
+                    .redeem_device_code(&device.hash, &g, Some(&r0), T + 10)
+                    .await
+                    .unwrap()
+            );
+            assert_eq!(calls.take(), ["TransactWriteItems"]);
+            // The first refresh then rotates in one transaction: the
+            // redemption remembered the grant's snapshot.
+            assert_eq!(
+                store
+                    .rotate_refresh(&r0.hash, &token("r1", &g, T + 11), 0, T + 11)
+                    .await
+                    .unwrap(),
+                Rotated::Rotated
+            );
+            assert_eq!(calls.take(), ["TransactWriteItems"]);
+        }
+
         /// The undos run only after a failed signature, outside the budget;
         /// still, each write is one transaction.
         #[tokio::test]
