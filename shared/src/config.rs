@@ -8,6 +8,10 @@ pub struct Config {
     pub issuer: String,
     /// Authorization codes live at most this long (RFC 6749 §4.1.2 advises 10 min at most).
     pub code_ttl: i64,
+    /// How long a device code and its user code work (RFC 8628 §3.2 `expires_in`).
+    pub device_code_ttl: i64,
+    /// The minimum seconds between polls of a device code (RFC 8628 §3.2 `interval`).
+    pub device_interval: i64,
     pub id_token_ttl: i64,
     /// How long a sign-in lasts in the browser before the login page shows again.
     pub session_ttl: i64,
@@ -25,6 +29,8 @@ impl Config {
         Self {
             issuer: issuer.into().trim_end_matches('/').to_owned(),
             code_ttl: 60,
+            device_code_ttl: 600,
+            device_interval: 5,
             id_token_ttl: 3600,
             session_ttl: 8 * 3600,
             interaction_ttl: 600,
@@ -45,7 +51,8 @@ impl Config {
     /// The issuer with the lifetimes and limits read through `var` (the
     /// environment): `TOKENFN_ACCESS_TOKEN_TTL`, `TOKENFN_REFRESH_TTL`,
     /// `TOKENFN_REFRESH_IDLE_TTL`, `TOKENFN_REUSE_LEEWAY`, `TOKENFN_CODE_TTL`,
-    /// `TOKENFN_ID_TOKEN_TTL`, `TOKENFN_SESSION_TTL` (seconds) and
+    /// `TOKENFN_ID_TOKEN_TTL`, `TOKENFN_SESSION_TTL`, `TOKENFN_DEVICE_CODE_TTL`,
+    /// `TOKENFN_DEVICE_INTERVAL` (seconds) and
     /// `TOKENFN_GRANT_CAP`. Unset means the default.
     pub fn with_settings(
         issuer: impl Into<String>,
@@ -76,6 +83,8 @@ impl Config {
         config.code_ttl = seconds("TOKENFN_CODE_TTL", config.code_ttl)?;
         config.id_token_ttl = seconds("TOKENFN_ID_TOKEN_TTL", config.id_token_ttl)?;
         config.session_ttl = seconds("TOKENFN_SESSION_TTL", config.session_ttl)?;
+        config.device_code_ttl = seconds("TOKENFN_DEVICE_CODE_TTL", config.device_code_ttl)?;
+        config.device_interval = seconds("TOKENFN_DEVICE_INTERVAL", config.device_interval)?;
         config.grant_cap = match var("TOKENFN_GRANT_CAP") {
             None => config.grant_cap,
             Some(v) => v

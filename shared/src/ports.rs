@@ -4,7 +4,8 @@
 use async_trait::async_trait;
 
 use crate::domain::{
-    AuthCode, Client, Consent, Grant, Interaction, RefreshToken, RefreshView, Session, User,
+    AuthCode, Client, Consent, DeviceCode, DeviceDecision, Grant, Interaction, RefreshToken,
+    RefreshView, Session, User,
 };
 
 /// A dependency failed (the store or the signer). Maps to 503
@@ -174,6 +175,64 @@ pub trait Store: Send + Sync {
         client_id: &str,
         now: i64,
     ) -> Result<u64, StoreError>;
+
+    // Device authorization (RFC 8628).
+    /// Stores a new device code. Fails with `Conflict` when a record that is
+    /// still kept has the same device code or user code (the caller draws
+    /// another user code).
+    async fn put_device_code(&self, device: &DeviceCode) -> Result<(), StoreError>;
+    /// The device code by its hash, until `kept_until` (expired, decided
+    /// and consumed ones included, so that polls get the right error).
+    async fn find_device_code(
+        &self,
+        hash: &str,
+        now: i64,
+    ) -> Result<Option<DeviceCode>, StoreError>;
+    /// The device code whose user code has this hash, until `kept_until`.
+    async fn find_user_code(
+        &self,
+        user_code_hash: &str,
+        now: i64,
+    ) -> Result<Option<DeviceCode>, StoreError>;
+    /// Atomically records the user's decision, only if the code is
+    /// undecided and unexpired. Returns whether it was recorded.
+    async fn decide_device_code(
+        &self,
+        hash: &str,
+        decision: &DeviceDecision,
+        now: i64,
+    ) -> Result<bool, StoreError>;
+    /// Records a poll at `now` with the (possibly grown) `interval`, only if
+    /// the last poll is still `last_polled_at` as read: of two concurrent
+    /// polls one is recorded. Returns whether it was.
+    async fn record_device_poll(
+        &self,
+        hash: &str,
+        last_polled_at: Option<i64>,
+        interval: i64,
+        now: i64,
+    ) -> Result<bool, StoreError>;
+    /// Atomically: if the code is approved (for `grant.user_id`), unconsumed
+    /// and unexpired, consume it, create `grant` and store `refresh` (if any)
+    /// as its first refresh token. Returns whether it did.
+    async fn redeem_device_code(
+        &self,
+        hash: &str,
+        grant: &Grant,
+        refresh: Option<&RefreshToken>,
+        now: i64,
+    ) -> Result<bool, StoreError>;
+    /// Takes back a device redemption whose response could not be built
+    /// (DESIGN invariant 7), like `undo_redemption`: atomically, and only if
+    /// the code was consumed for `grant_id`, the grant is unrevoked and its
+    /// first refresh token (if any) unconsumed, delete them and make the
+    /// code unconsumed again. Returns whether it undid anything.
+    async fn undo_device_redemption(
+        &self,
+        hash: &str,
+        grant_id: &str,
+        refresh_hash: Option<&str>,
+    ) -> Result<bool, StoreError>;
 }
 
 /// Makes JWS signatures. The first configured key signs; all are published.

@@ -11,8 +11,8 @@ use std::sync::Arc;
 use tokenfn_core::domain::client::{ClientKind, GrantType, Lifetimes};
 use tokenfn_core::domain::secret::hash;
 use tokenfn_core::domain::{
-    AuthCode, AuthorizationRequest, Client, Consent, Grant, Interaction, Prompt, RefreshToken,
-    Scopes, Session, User,
+    AuthCode, AuthorizationRequest, Client, Consent, DeviceCode, DeviceDecision, Flow, Grant,
+    Interaction, Prompt, Purpose, RefreshToken, Scopes, Session, User,
 };
 use tokenfn_core::ports::{Failures, Redeemed, Rotated, Store, StoreError};
 use tokenfn_core::store::dynamodb::create_table;
@@ -114,6 +114,14 @@ macro_rules! conformance {
             undo_rotation_refused_after_successor_rotated,
             undo_rotation_on_the_leeway_path,
             undos_with_unrelated_hashes_are_refused,
+            interaction_flow_round_trips,
+            device_codes_are_found_by_either_code,
+            device_user_codes_are_unique_while_kept,
+            device_decision_is_made_once,
+            device_polls_are_recorded_from_what_was_read,
+            device_redeems_once_when_approved,
+            concurrent_device_redemptions_issue_once,
+            device_undo_lets_the_code_be_redeemed_again,
         );
     };
     (@tests $backend:ident, $build:ident, $($check:ident),+ $(,)?) => {
@@ -231,6 +239,7 @@ fn interaction(id: &str, expires_at: i64) -> Interaction {
         auth_time: None,
         amr: vec![],
         expires_at,
+        flow: Flow::default(),
     }
 }
 
@@ -1648,4 +1657,455 @@ async fn undos_with_unrelated_hashes_are_refused(store: Arc<dyn Store>) {
     assert_eq!(a0_now.successor_hash.as_deref(), Some(a1.hash.as_str()));
     assert_eq!(stored_token(&*store, &a1, T + 11).await, a1);
     assert_eq!(stored_token(&*store, &b0, T + 11).await, b0);
+}
+
+// ---------------------------------------------------------------- device authorization (RFC 8628)
+
+async fn interaction_flow_round_trips(store: Arc<dyn Store>) {
+    let mut i = interaction("i-flow", T + 600);
+    i.flow = Flow {
+        purpose: Purpose::Device {
+            device_hash: Some(hash("device-1")),
+        },
+        otp_user: Some("u1".into()),
+        otp_failures: 2,
+        code_failures: 3,
+        locked_until: Some(T + 300),
+    };
+    store.put_interaction(&i).await.unwrap();
+    assert_eq!(
+        store.get_interaction("i-flow", T).await.unwrap(),
+        Some(i.clone())
+    );
+    i.flow = Flow {
+        purpose: Purpose::Account,
+        ..Flow::default()
+    };
+    store.put_interaction(&i).await.unwrap();
+    assert_eq!(store.get_interaction("i-flow", T).await.unwrap(), Some(i));
+}
+
+/// A device code whose plain values are `secret` and `user_code`, made at `now`.
+fn device(secret: &str, user_code: &str, now: i64) -> DeviceCode {
+    DeviceCode {
+        hash: hash(secret),
+        user_code_hash: hash(user_code),
+        client_id: "tv".into(),
+        scopes: scopes("openid offline_access"),
+        created_at: now,
+        expires_at: now + 600,
+        kept_until: now + 1200,
+        interval: 5,
+        last_polled_at: None,
+        decision: None,
+        consumed_at: None,
+    }
+}
+
+fn approved(user_id: &str, auth_time: i64) -> DeviceDecision {
+    DeviceDecision::Approved {
+        user_id: user_id.into(),
+        auth_time,
+        amr: vec!["pwd".into(), "otp".into(), "mfa".into()],
+    }
+}
+
+/// The grant a device code approved by `approved("u1", T + 10)` makes.
+fn device_grant(id: &str, now: i64) -> Grant {
+    let mut g = grant(id, "u1", "tv", now);
+    g.auth_time = T + 10;
+    g.amr = vec!["pwd".into(), "otp".into(), "mfa".into()];
+    g
+}
+
+async fn device_codes_are_found_by_either_code(store: Arc<dyn Store>) {
+    let d = device("device-1", "BCDFGHJK", T);
+    store.put_device_code(&d).await.unwrap();
+    assert_eq!(
+        store.find_device_code(&d.hash, T).await.unwrap(),
+        Some(d.clone())
+    );
+    assert_eq!(
+        store.find_user_code(&d.user_code_hash, T).await.unwrap(),
+        Some(d.clone())
+    );
+    assert_eq!(
+        store.find_device_code(&hash("other"), T).await.unwrap(),
+        None
+    );
+    assert_eq!(
+        store.find_user_code(&hash("ZZZZZZZZ"), T).await.unwrap(),
+        None
+    );
+    // Past its expiry the record is still read (expired_token), until kept_until.
+    assert_eq!(
+        store.find_device_code(&d.hash, T + 1199).await.unwrap(),
+        Some(d.clone())
+    );
+    assert_eq!(
+        store.find_device_code(&d.hash, T + 1200).await.unwrap(),
+        None
+    );
+    assert_eq!(
+        store
+            .find_user_code(&d.user_code_hash, T + 1200)
+            .await
+            .unwrap(),
+        None
+    );
+}
+
+async fn device_user_codes_are_unique_while_kept(store: Arc<dyn Store>) {
+    let first = device("device-1", "BCDFGHJK", T);
+    store.put_device_code(&first).await.unwrap();
+    let same_user_code = device("device-2", "BCDFGHJK", T + 1);
+    assert!(matches!(
+        store.put_device_code(&same_user_code).await,
+        Err(StoreError::Conflict(_))
+    ));
+    let same_device_code = device("device-1", "MNPQRSTV", T + 1);
+    assert!(matches!(
+        store.put_device_code(&same_device_code).await,
+        Err(StoreError::Conflict(_))
+    ));
+    assert_eq!(
+        store
+            .find_user_code(&first.user_code_hash, T + 1)
+            .await
+            .unwrap(),
+        Some(first.clone()),
+        "a refused put changes nothing"
+    );
+    assert_eq!(
+        store
+            .find_user_code(&hash("MNPQRSTV"), T + 1)
+            .await
+            .unwrap(),
+        None
+    );
+    // Once the first record is no longer kept, its user code is free again.
+    let later = device("device-3", "BCDFGHJK", T + 1200);
+    store.put_device_code(&later).await.unwrap();
+    assert_eq!(
+        store
+            .find_user_code(&later.user_code_hash, T + 1200)
+            .await
+            .unwrap(),
+        Some(later)
+    );
+}
+
+async fn device_decision_is_made_once(store: Arc<dyn Store>) {
+    let d = device("device-1", "BCDFGHJK", T);
+    store.put_device_code(&d).await.unwrap();
+    assert!(
+        !store
+            .decide_device_code(&hash("unknown"), &DeviceDecision::Denied, T)
+            .await
+            .unwrap()
+    );
+    assert!(
+        store
+            .decide_device_code(&d.hash, &approved("u1", T + 10), T + 10)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .decide_device_code(&d.hash, &DeviceDecision::Denied, T + 11)
+            .await
+            .unwrap(),
+        "a decision is final"
+    );
+    let found = store
+        .find_device_code(&d.hash, T + 11)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(found.decision, Some(approved("u1", T + 10)));
+
+    let e = device("device-2", "MNPQRSTV", T);
+    store.put_device_code(&e).await.unwrap();
+    assert!(
+        !store
+            .decide_device_code(&e.hash, &DeviceDecision::Denied, T + 600)
+            .await
+            .unwrap(),
+        "no decision on an expired code"
+    );
+    assert!(
+        store
+            .decide_device_code(&e.hash, &DeviceDecision::Denied, T + 599)
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        store
+            .find_user_code(&e.user_code_hash, T + 600)
+            .await
+            .unwrap()
+            .unwrap()
+            .decision,
+        Some(DeviceDecision::Denied)
+    );
+}
+
+async fn device_polls_are_recorded_from_what_was_read(store: Arc<dyn Store>) {
+    let d = device("device-1", "BCDFGHJK", T);
+    store.put_device_code(&d).await.unwrap();
+    assert!(
+        store
+            .record_device_poll(&d.hash, None, 5, T + 1)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .record_device_poll(&d.hash, None, 5, T + 2)
+            .await
+            .unwrap(),
+        "a concurrent poll that read the same state loses"
+    );
+    assert!(
+        store
+            .record_device_poll(&d.hash, Some(T + 1), 10, T + 3)
+            .await
+            .unwrap()
+    );
+    let found = store
+        .find_device_code(&d.hash, T + 3)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((found.last_polled_at, found.interval), (Some(T + 3), 10));
+    assert!(
+        !store
+            .record_device_poll(&d.hash, Some(T + 1), 10, T + 4)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .record_device_poll(&hash("unknown"), None, 5, T)
+            .await
+            .unwrap()
+    );
+}
+
+async fn device_redeems_once_when_approved(store: Arc<dyn Store>) {
+    let d = device("device-1", "BCDFGHJK", T);
+    store.put_device_code(&d).await.unwrap();
+    let g = device_grant("g1", T + 20);
+    let first = token("refresh-1", &g, T + 20);
+    assert!(
+        !store
+            .redeem_device_code(&d.hash, &g, Some(&first), T + 20)
+            .await
+            .unwrap(),
+        "not while pending"
+    );
+    assert_eq!(store.get_grant("g1").await.unwrap(), None);
+    store
+        .decide_device_code(&d.hash, &approved("u1", T + 10), T + 10)
+        .await
+        .unwrap();
+    let mut someone_else = g.clone();
+    someone_else.user_id = "u2".into();
+    assert!(
+        !store
+            .redeem_device_code(&d.hash, &someone_else, None, T + 20)
+            .await
+            .unwrap(),
+        "only for the user who approved"
+    );
+    assert!(
+        store
+            .redeem_device_code(&d.hash, &g, Some(&first), T + 20)
+            .await
+            .unwrap()
+    );
+    assert_eq!(store.get_grant("g1").await.unwrap(), Some(g.clone()));
+    let view = store
+        .find_refresh(&first.hash, T + 21)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(view.token, first);
+    assert_eq!(view.grant.amr, g.amr);
+    assert_eq!(
+        store.list_grants("u1", T + 21).await.unwrap(),
+        vec![g.clone()]
+    );
+    let found = store
+        .find_device_code(&d.hash, T + 21)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(found.consumed_at, Some(T + 20));
+
+    let g2 = device_grant("g2", T + 22);
+    assert!(
+        !store
+            .redeem_device_code(&d.hash, &g2, None, T + 22)
+            .await
+            .unwrap(),
+        "single-use"
+    );
+    assert_eq!(store.get_grant("g2").await.unwrap(), None);
+    assert_eq!(
+        rotate(&*store, &first, &token("refresh-2", &g, T + 23), 0, T + 23).await,
+        Rotated::Rotated,
+        "the first refresh token works"
+    );
+
+    // Denied, or approved but expired: nothing.
+    let denied = device("device-2", "MNPQRSTV", T);
+    store.put_device_code(&denied).await.unwrap();
+    store
+        .decide_device_code(&denied.hash, &DeviceDecision::Denied, T + 1)
+        .await
+        .unwrap();
+    assert!(
+        !store
+            .redeem_device_code(&denied.hash, &g2, None, T + 2)
+            .await
+            .unwrap()
+    );
+    let late = device("device-3", "WXZBCDFG", T);
+    store.put_device_code(&late).await.unwrap();
+    store
+        .decide_device_code(&late.hash, &approved("u1", T + 10), T + 10)
+        .await
+        .unwrap();
+    assert!(
+        !store
+            .redeem_device_code(&late.hash, &g2, None, T + 600)
+            .await
+            .unwrap()
+    );
+    assert_eq!(store.get_grant("g2").await.unwrap(), None);
+}
+
+async fn concurrent_device_redemptions_issue_once(store: Arc<dyn Store>) {
+    let d = device("device-1", "BCDFGHJK", T);
+    store.put_device_code(&d).await.unwrap();
+    store
+        .decide_device_code(&d.hash, &approved("u1", T + 10), T + 10)
+        .await
+        .unwrap();
+    let tasks: Vec<_> = (0..8)
+        .map(|i| {
+            let store = Arc::clone(&store);
+            let hash = d.hash.clone();
+            let g = device_grant(&format!("g{i}"), T + 20);
+            let first = token(&format!("refresh-{i}"), &g, T + 20);
+            tokio::spawn(async move {
+                store
+                    .redeem_device_code(&hash, &g, Some(&first), T + 20)
+                    .await
+            })
+        })
+        .collect();
+    let mut issued = 0;
+    for task in tasks {
+        if task.await.unwrap().unwrap() {
+            issued += 1;
+        }
+    }
+    assert_eq!(issued, 1);
+    assert_eq!(store.list_grants("u1", T + 21).await.unwrap().len(), 1);
+}
+
+async fn device_undo_lets_the_code_be_redeemed_again(store: Arc<dyn Store>) {
+    let d = device("device-1", "BCDFGHJK", T);
+    store.put_device_code(&d).await.unwrap();
+    store
+        .decide_device_code(&d.hash, &approved("u1", T + 10), T + 10)
+        .await
+        .unwrap();
+    let g = device_grant("g1", T + 20);
+    let first = token("refresh-1", &g, T + 20);
+    assert!(
+        store
+            .redeem_device_code(&d.hash, &g, Some(&first), T + 20)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .undo_device_redemption(&d.hash, "other-grant", Some(&first.hash))
+            .await
+            .unwrap(),
+        "only for the grant it created"
+    );
+    assert!(
+        store
+            .undo_device_redemption(&d.hash, "g1", Some(&first.hash))
+            .await
+            .unwrap()
+    );
+    assert_eq!(store.get_grant("g1").await.unwrap(), None);
+    assert_eq!(store.find_refresh(&first.hash, T + 21).await.unwrap(), None);
+    let found = store
+        .find_device_code(&d.hash, T + 21)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(found.consumed_at, None);
+    assert!(
+        !store
+            .undo_device_redemption(&d.hash, "g1", Some(&first.hash))
+            .await
+            .unwrap()
+    );
+
+    // The retry redeems; after a rotation the redemption stands.
+    let g = device_grant("g1", T + 30);
+    let retried = token("refresh-2", &g, T + 30);
+    assert!(
+        store
+            .redeem_device_code(&d.hash, &g, Some(&retried), T + 30)
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        rotate(
+            &*store,
+            &retried,
+            &token("refresh-3", &g, T + 31),
+            0,
+            T + 31
+        )
+        .await,
+        Rotated::Rotated
+    );
+    assert!(
+        !store
+            .undo_device_redemption(&d.hash, "g1", Some(&retried.hash))
+            .await
+            .unwrap()
+    );
+    assert!(store.get_grant("g1").await.unwrap().is_some());
+
+    // A revoked grant is never taken back.
+    let e = device("device-2", "MNPQRSTV", T);
+    store.put_device_code(&e).await.unwrap();
+    store
+        .decide_device_code(&e.hash, &approved("u1", T + 10), T + 10)
+        .await
+        .unwrap();
+    let g2 = device_grant("g2", T + 20);
+    assert!(
+        store
+            .redeem_device_code(&e.hash, &g2, None, T + 20)
+            .await
+            .unwrap()
+    );
+    assert_eq!(store.revoke_grant("g2", T + 21).await.unwrap(), 1);
+    assert!(
+        !store
+            .undo_device_redemption(&e.hash, "g2", None)
+            .await
+            .unwrap()
+    );
 }

@@ -21,6 +21,12 @@ pub enum ErrorCode {
     InteractionRequired,
     RequestNotSupported,
     RequestUriNotSupported,
+    /// RFC 8628 §3.5: the user has not finished yet.
+    AuthorizationPending,
+    /// RFC 8628 §3.5: polled faster than the interval.
+    SlowDown,
+    /// RFC 8628 §3.5: the device code expired.
+    ExpiredToken,
 }
 
 impl ErrorCode {
@@ -42,6 +48,9 @@ impl ErrorCode {
             Self::InteractionRequired => "interaction_required",
             Self::RequestNotSupported => "request_not_supported",
             Self::RequestUriNotSupported => "request_uri_not_supported",
+            Self::AuthorizationPending => "authorization_pending",
+            Self::SlowDown => "slow_down",
+            Self::ExpiredToken => "expired_token",
         }
     }
 

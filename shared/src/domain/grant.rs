@@ -172,7 +172,51 @@ pub struct Interaction {
     pub auth_time: Option<i64>,
     pub amr: Vec<String>,
     pub expires_at: i64,
+    /// What the interaction is for, and how far its sign-in has come.
+    pub flow: Flow,
 }
+
+/// What an interaction leads to once the user has signed in.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Purpose {
+    /// A code for `request` (the authorization endpoint).
+    #[default]
+    Authorize,
+    /// A device verification (RFC 8628 §3.3): the user entered the user
+    /// code of the device code `device_hash` (none yet while on the
+    /// code-entry form). `request` then carries the device's client and scopes.
+    Device { device_hash: Option<String> },
+    /// The connected apps page.
+    Account,
+}
+
+/// The parts of an interaction beyond the authorization request, stored
+/// together (one JSON value).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Flow {
+    #[serde(default)]
+    pub purpose: Purpose,
+    /// The user who gave the right password (or holds a session without a
+    /// second factor) and still owes a TOTP code. `user_id` stays unset
+    /// until the code is given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub otp_user: Option<String>,
+    /// Wrong TOTP codes given so far; at [`MAX_OTP_FAILURES`] the interaction ends.
+    #[serde(default)]
+    pub otp_failures: u32,
+    /// Wrong user codes entered (device verification).
+    #[serde(default)]
+    pub code_failures: u32,
+    /// Until then the device page refuses more user codes from this browser.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub locked_until: Option<i64>,
+}
+
+/// Wrong TOTP codes an interaction takes before it ends.
+pub const MAX_OTP_FAILURES: u32 = 5;
+/// Wrong user codes a browser may enter before the device page refuses more.
+pub const MAX_CODE_FAILURES: u32 = 5;
 
 #[cfg(test)]
 mod tests {

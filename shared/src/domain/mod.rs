@@ -4,6 +4,7 @@
 //! a decision over values, so every rule is a cheap unit test.
 
 pub mod client;
+pub mod device;
 pub mod error;
 pub mod grant;
 pub mod pkce;
@@ -17,8 +18,11 @@ pub mod user;
 
 pub(crate) use client::scopes_as_string as client_scopes;
 pub use client::{Client, ClientAuth, ClientKind, GrantType};
+pub use device::{DeviceCode, DeviceDecision};
 pub use error::{ErrorCode, OAuthError};
-pub use grant::{AuthCode, Consent, Grant, Interaction, RefreshToken, RefreshView, Session};
+pub use grant::{
+    AuthCode, Consent, Flow, Grant, Interaction, Purpose, RefreshToken, RefreshView, Session,
+};
 pub use request::{AuthorizationRequest, Prompt};
 pub use scope::Scopes;
 pub use user::User;

@@ -1,10 +1,14 @@
-//! The authorize function: `GET /authorize` and the login and consent forms.
+//! The authorize function: `GET /authorize`, the login and consent forms,
+//! the device verification page (RFC 8628 §3.3) and the connected apps page.
 
 use std::sync::Arc;
 
 use http::Method;
 
-use super::{AUTHORIZE, CONSENT, LOGIN, Request, Response, Route, pages, wire};
+use super::{
+    ACCOUNT_APPS, ACCOUNT_APPS_REVOKE, AUTHORIZE, CONSENT, DEVICE, LOGIN, Request, Response, Route,
+    pages, wire,
+};
 use crate::service::{BrowserReply, Page, Reply, Services};
 
 pub const ROUTES: &[Route] = &[
@@ -19,6 +23,22 @@ pub const ROUTES: &[Route] = &[
     Route {
         method: Method::POST,
         path: CONSENT,
+    },
+    Route {
+        method: Method::GET,
+        path: DEVICE,
+    },
+    Route {
+        method: Method::POST,
+        path: DEVICE,
+    },
+    Route {
+        method: Method::GET,
+        path: ACCOUNT_APPS,
+    },
+    Route {
+        method: Method::POST,
+        path: ACCOUNT_APPS_REVOKE,
     },
 ];
 
@@ -38,15 +58,27 @@ impl AuthorizeRouter {
                 let reply = self.services.authorize(&wire::query(&req), &cookies).await;
                 self.respond(reply, 302)
             }
-            (&Method::POST, LOGIN | CONSENT) => {
+            (&Method::GET, DEVICE) => {
+                let reply = self
+                    .services
+                    .device_page(&wire::query(&req), &cookies)
+                    .await;
+                self.respond(reply, 303)
+            }
+            (&Method::GET, ACCOUNT_APPS) => {
+                let reply = self.services.account_apps(&cookies).await;
+                self.respond(reply, 303)
+            }
+            (&Method::POST, LOGIN | CONSENT | DEVICE | ACCOUNT_APPS_REVOKE) => {
                 let form = match wire::form(&req) {
                     Ok(f) => f,
                     Err(e) => return self.respond(error_page(400, &e.description), 303),
                 };
-                let reply = if req.uri().path() == LOGIN {
-                    self.services.login(&form, &cookies).await
-                } else {
-                    self.services.consent(&form, &cookies).await
+                let reply = match req.uri().path() {
+                    LOGIN => self.services.login(&form, &cookies).await,
+                    CONSENT => self.services.consent(&form, &cookies).await,
+                    DEVICE => self.services.device_enter(&form, &cookies).await,
+                    _ => self.services.account_revoke(&form, &cookies).await,
                 };
                 // 303: the browser follows a POST's redirect with a GET.
                 self.respond(reply, 303)

@@ -3,6 +3,7 @@
 //! two thin shells around these; no handler knows which one it runs under.
 
 pub mod authorize;
+pub mod device;
 pub mod discovery;
 pub mod pages;
 pub mod refresh;
@@ -64,6 +65,13 @@ pub const INTROSPECT: &str = "/oauth/introspect";
 pub const USERINFO: &str = "/userinfo";
 pub const DISCOVERY: &str = "/.well-known/openid-configuration";
 pub const JWKS: &str = "/.well-known/jwks.json";
+/// RFC 8628 §3.1 (token function).
+pub const DEVICE_AUTHORIZATION: &str = "/oauth/device_authorization";
+/// RFC 8628 §3.3 verification page (authorize function).
+pub const DEVICE: &str = "/device";
+/// The connected apps page and its revoke form (authorize function).
+pub const ACCOUNT_APPS: &str = "/account/apps";
+pub const ACCOUNT_APPS_REVOKE: &str = "/account/apps/revoke";
 
 /// Answers a path that exists with the wrong method, or one that doesn't.
 pub(crate) fn not_routed(routes: &[Route], req: &Request) -> Response {

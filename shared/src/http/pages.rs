@@ -124,6 +124,107 @@ pub fn render(page: &Page) -> (u16, String) {
             );
             (200, layout("Allow access?", &body))
         }
+        Page::Otp {
+            interaction,
+            csrf,
+            client_name,
+            error,
+        } => {
+            let mut body = format!(
+                "<h1>Two-step verification</h1><p>Enter the 6-digit code from your authenticator app to continue to <strong>{}</strong>.</p>",
+                escape(client_name)
+            );
+            if let Some(e) = error {
+                let _ = write!(body, "<p class=\"error\" role=\"alert\">{}</p>", escape(e));
+            }
+            let _ = write!(
+                body,
+                "<form method=\"post\" action=\"{}\">{}\
+<label for=\"otp\">Code</label><input type=\"text\" id=\"otp\" name=\"otp\" inputmode=\"numeric\" autocomplete=\"one-time-code\" pattern=\"[0-9 ]*\" maxlength=\"8\" required autofocus>\
+<button class=\"primary\" type=\"submit\">Verify</button></form>",
+                super::LOGIN,
+                hidden(interaction, csrf)
+            );
+            (200, layout("Two-step verification", &body))
+        }
+        Page::DeviceEntry {
+            interaction,
+            csrf,
+            user_code,
+            error,
+        } => {
+            let mut body = String::from(
+                "<h1>Connect a device</h1><p>Enter the code shown on your device.</p>",
+            );
+            if let Some(e) = error {
+                let _ = write!(body, "<p class=\"error\" role=\"alert\">{}</p>", escape(e));
+            }
+            let _ = write!(
+                body,
+                "<form method=\"post\" action=\"{}\">{}\
+<label for=\"user_code\">Code</label><input type=\"text\" id=\"user_code\" name=\"user_code\" value=\"{}\" autocomplete=\"off\" autocapitalize=\"characters\" spellcheck=\"false\" maxlength=\"16\" placeholder=\"XXXX-XXXX\" required autofocus>\
+<button class=\"primary\" type=\"submit\">Continue</button></form>",
+                super::DEVICE,
+                hidden(interaction, csrf),
+                escape(user_code)
+            );
+            (200, layout("Connect a device", &body))
+        }
+        Page::DeviceDone {
+            client_name,
+            approved,
+        } => {
+            let body = if *approved {
+                format!(
+                    "<h1>Device connected</h1><p>You allowed <strong>{}</strong>. Return to your device: it continues on its own. You can close this page.</p>",
+                    escape(client_name)
+                )
+            } else {
+                format!(
+                    "<h1>Request denied</h1><p>You denied <strong>{}</strong> access. Nothing was shared; your device will say it was not allowed. You can close this page.</p>",
+                    escape(client_name)
+                )
+            };
+            let title = if *approved {
+                "Device connected"
+            } else {
+                "Request denied"
+            };
+            (200, layout(title, &body))
+        }
+        Page::Apps {
+            interaction,
+            csrf,
+            username,
+            apps,
+        } => {
+            let mut body = format!(
+                "<h1>Connected apps</h1><p>Signed in as <strong>{}</strong>. These apps can use your account.</p>",
+                escape(username)
+            );
+            if apps.is_empty() {
+                body.push_str("<p>No app has access to your account.</p>");
+            }
+            for app in apps {
+                let _ = write!(body, "<section><h2>{}</h2><ul>", escape(&app.name));
+                for s in &app.scopes {
+                    let _ = write!(body, "<li>{}</li>", escape(s));
+                }
+                let _ = write!(
+                    body,
+                    "</ul><p>Last used {}. Access ends {} at the latest.</p>\
+<form method=\"post\" action=\"{}\">{}<input type=\"hidden\" name=\"client_id\" value=\"{}\">\
+<button class=\"secondary\" type=\"submit\">Disconnect {}</button></form></section>",
+                    utc_time(app.last_used_at),
+                    utc_time(app.expires_at),
+                    super::ACCOUNT_APPS_REVOKE,
+                    hidden(interaction, csrf),
+                    escape(&app.client_id),
+                    escape(&app.name)
+                );
+            }
+            (200, layout("Connected apps", &body))
+        }
         Page::Error { status, message } => {
             let body = format!(
                 "<h1>Something went wrong</h1><p class=\"error\" role=\"alert\">{}</p>",
@@ -134,8 +235,58 @@ pub fn render(page: &Page) -> (u16, String) {
     }
 }
 
+/// `YYYY-MM-DD HH:MM UTC` for epoch seconds (the proleptic Gregorian
+/// calendar, from days since 1970-01-01).
+pub fn utc_time(epoch: i64) -> String {
+    let days = epoch.div_euclid(86_400);
+    let secs = epoch.rem_euclid(86_400);
+    // Civil date from a day count (H. Hinnant's algorithm, in eras of 400 years).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02} {:02}:{:02} UTC",
+        secs / 3600,
+        secs % 3600 / 60
+    )
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn utc_times_read_as_dates() {
+        assert_eq!(utc_time(0), "1970-01-01 00:00 UTC");
+        assert_eq!(utc_time(951_782_400), "2000-02-29 00:00 UTC");
+        assert_eq!(utc_time(1_800_000_000), "2027-01-15 08:00 UTC");
+        assert_eq!(utc_time(1_700_000_000 + 59), "2023-11-14 22:14 UTC");
+    }
+
+    #[test]
+    fn new_pages_escape_and_name_their_inputs() {
+        let (_, html) = render(&Page::DeviceEntry {
+            interaction: "i".into(),
+            csrf: "c".into(),
+            user_code: "\"><b>".into(),
+            error: None,
+        });
+        assert!(html.contains("name=\"user_code\""));
+        assert!(!html.contains("<b>"));
+        let (_, html) = render(&Page::Otp {
+            interaction: "i".into(),
+            csrf: "c".into(),
+            client_name: "<i>App</i>".into(),
+            error: Some("x"),
+        });
+        assert!(html.contains("name=\"otp\""));
+        assert!(!html.contains("<i>App"));
+    }
+
     use super::*;
 
     #[test]

@@ -5,7 +5,10 @@ use std::sync::Arc;
 
 use http::Method;
 
-use super::{INTROSPECT, Request, Response, Route, TOKEN, USERINFO, tokeninfo, wire};
+use super::{
+    DEVICE_AUTHORIZATION, INTROSPECT, Request, Response, Route, TOKEN, USERINFO, device, tokeninfo,
+    wire,
+};
 use crate::domain::{ClientAuth, ErrorCode, OAuthError, Scopes};
 use crate::service::Services;
 use crate::service::token::CodeExchange;
@@ -27,6 +30,10 @@ pub const ROUTES: &[Route] = &[
         method: Method::POST,
         path: USERINFO,
     },
+    Route {
+        method: Method::POST,
+        path: DEVICE_AUTHORIZATION,
+    },
 ];
 
 pub struct TokenRouter {
@@ -44,6 +51,9 @@ impl TokenRouter {
             (&Method::POST, INTROSPECT) => tokeninfo::introspect(&self.services, &req).await,
             (&Method::GET | &Method::POST, USERINFO) => {
                 tokeninfo::userinfo(&self.services, &req).await
+            }
+            (&Method::POST, DEVICE_AUTHORIZATION) => {
+                device::device_authorization(&self.services, &req).await
             }
             _ => super::not_routed(ROUTES, &req),
         }
@@ -98,6 +108,11 @@ async fn run_grant(
                 code_verifier: wire::field(form, "code_verifier")?,
             };
             services.exchange_code(auth, exchange).await
+        }
+        // RFC 8628 §3.4: only the URN (GrantType::parse also takes a short form).
+        g if !refresh_only && g == crate::domain::GrantType::DeviceCode.as_str() => {
+            let device_code = wire::required(form, "device_code")?;
+            services.exchange_device_code(auth, device_code).await
         }
         "client_credentials" if !refresh_only => {
             services.client_credentials(auth, scope.as_ref()).await

@@ -6,10 +6,12 @@
 use url::Url;
 
 use super::{Services, no_randomness};
+use crate::domain::grant::{MAX_OTP_FAILURES, is_mfa};
 use crate::domain::request::Params;
 use crate::domain::secret::{self, ct_eq, hash};
 use crate::domain::{
-    AuthCode, AuthorizationRequest, Client, Consent, ErrorCode, Interaction, OAuthError, Session,
+    AuthCode, AuthorizationRequest, Client, Consent, ErrorCode, Flow, Interaction, OAuthError,
+    Purpose, Session, User, totp,
 };
 use crate::ports::StoreError;
 
@@ -45,10 +47,47 @@ pub enum Page {
         client_name: String,
         scopes: Vec<String>,
     },
+    /// The second step of a sign-in: the TOTP code (form field `otp`).
+    Otp {
+        interaction: String,
+        csrf: String,
+        client_name: String,
+        error: Option<&'static str>,
+    },
+    /// The device verification page (RFC 8628 §3.3): the user code form.
+    DeviceEntry {
+        interaction: String,
+        csrf: String,
+        user_code: String,
+        error: Option<&'static str>,
+    },
+    /// The end of a device verification: back to the device.
+    DeviceDone {
+        client_name: String,
+        approved: bool,
+    },
+    /// The apps a signed-in user has granted access to.
+    Apps {
+        interaction: String,
+        csrf: String,
+        username: String,
+        apps: Vec<ConnectedApp>,
+    },
     Error {
         status: u16,
         message: String,
     },
+}
+
+/// One app on the connected apps page: its grants, taken together.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConnectedApp {
+    pub client_id: String,
+    pub name: String,
+    /// The scopes in plain words, as on the consent page.
+    pub scopes: Vec<String>,
+    pub last_used_at: i64,
+    pub expires_at: i64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -65,38 +104,57 @@ pub struct BrowserReply {
 }
 
 impl BrowserReply {
-    fn page(page: Page) -> Self {
+    pub(super) fn page(page: Page) -> Self {
         Self {
             reply: Reply::Page(page),
             set_cookies: Vec::new(),
         }
     }
 
-    fn error(status: u16, message: impl Into<String>) -> Self {
+    pub(super) fn error(status: u16, message: impl Into<String>) -> Self {
         Self::page(Page::Error {
             status,
             message: message.into(),
         })
     }
 
-    fn redirect(location: String) -> Self {
+    pub(super) fn redirect(location: String) -> Self {
         Self {
             reply: Reply::Redirect(location),
             set_cookies: Vec::new(),
         }
     }
 
-    fn busy() -> Self {
+    pub(super) fn busy() -> Self {
         Self::error(503, "The service is busy. Please try again in a moment.")
     }
 
-    fn unavailable(e: StoreError) -> Self {
+    pub(super) fn unavailable(e: StoreError) -> Self {
         tracing::error!(error = %e, "dependency failed");
         Self::busy()
     }
 }
 
 pub const GENERIC_LOGIN_ERROR: &str = "The username or password is incorrect.";
+/// The one answer to a wrong, malformed or replayed TOTP code.
+pub const GENERIC_OTP_ERROR: &str =
+    "That code is not right. Enter the current code from your authenticator app.";
+pub const TOO_MANY_OTP_FAILURES: &str =
+    "Too many wrong codes. Go back to the app and sign in again.";
+/// A client requires a second factor the user has not enrolled: there is
+/// nothing the user can do here, so they are told whom to ask rather than
+/// sent round in a loop.
+pub const MFA_NOT_ENROLLED: &str = "This app requires two-step verification, and your account does not have it set up. Ask your administrator to enrol you in two-step verification, then try again.";
+
+/// `amr` of a sign-in with a password (RFC 8176 §2).
+pub(super) fn amr_password() -> Vec<String> {
+    vec!["pwd".to_owned()]
+}
+
+/// `amr` of a sign-in with a password and a TOTP code (RFC 8176 §2).
+pub(super) fn amr_password_otp() -> Vec<String> {
+    vec!["pwd".to_owned(), "otp".to_owned(), "mfa".to_owned()]
+}
 
 impl Services {
     /// GET /authorize.
@@ -177,6 +235,23 @@ impl Services {
                 .await;
         };
 
+        // The client requires a second factor this session lacks: step up.
+        if client.require_mfa && !is_mfa(&session.amr) {
+            if req.prompt.none {
+                return self.redirect_error(
+                    &redirect_uri,
+                    state.as_deref(),
+                    &OAuthError::new(
+                        ErrorCode::InteractionRequired,
+                        "the app requires two-step verification",
+                    ),
+                );
+            }
+            return self
+                .step_up(&client, req, Flow::default(), &session, cookies, now)
+                .await;
+        }
+
         match self.needs_consent(&req, &session.user_id).await {
             Err(e) => BrowserReply::unavailable(e),
             Ok(true) if req.prompt.none => self.redirect_error(
@@ -218,52 +293,18 @@ impl Services {
         cookies: &Cookies,
         now: i64,
     ) -> BrowserReply {
-        let (id, csrf) = match (secret::new_id(), secret::new_secret()) {
-            (Ok(id), Ok(csrf)) => (id, csrf),
-            _ => {
-                return BrowserReply::busy();
-            }
-        };
-        let mut set_cookies = Vec::new();
-        let bind = match &cookies.bind {
-            Some(b) => b.clone(),
-            None => match secret::new_secret() {
-                Ok(b) => {
-                    set_cookies.push(SetCookie {
-                        name: BIND_COOKIE,
-                        value: b.clone(),
-                        max_age: self.config.session_ttl,
-                    });
-                    b
-                }
-                Err(_) => {
-                    return BrowserReply::busy();
-                }
-            },
-        };
-        let logged_in = session.is_some();
-        let interaction = Interaction {
-            id: id.clone(),
-            csrf_hash: hash(&csrf),
-            browser_hash: hash(&bind),
-            request,
-            user_id: session.map(|s| s.user_id.clone()),
-            auth_time: session.map(|s| s.auth_time),
-            amr: session.map(|s| s.amr.clone()).unwrap_or_default(),
-            expires_at: now + self.config.interaction_ttl,
-        };
+        let (interaction, csrf, set_cookies) =
+            match self.new_interaction(request, Flow::default(), session, cookies, now) {
+                Some(v) => v,
+                None => return BrowserReply::busy(),
+            };
         if let Err(e) = self.store.put_interaction(&interaction).await {
             return BrowserReply::unavailable(e);
         }
-        let page = if logged_in {
+        let page = if session.is_some() {
             consent_page(&interaction, csrf, client)
         } else {
-            Page::Login {
-                interaction: id,
-                csrf,
-                client_name: client.name.clone(),
-                error: None,
-            }
+            login_page(&interaction, csrf, Some(client))
         };
         BrowserReply {
             reply: Reply::Page(page),
@@ -271,9 +312,96 @@ impl Services {
         }
     }
 
+    /// A new interaction bound to this browser (a binding cookie is made if
+    /// it has none), with a fresh CSRF token. Not stored yet. `None` when
+    /// the random source failed.
+    pub(super) fn new_interaction(
+        &self,
+        request: AuthorizationRequest,
+        flow: Flow,
+        session: Option<&Session>,
+        cookies: &Cookies,
+        now: i64,
+    ) -> Option<(Interaction, String, Vec<SetCookie>)> {
+        let id = secret::new_id().ok()?;
+        let (bind, set_cookies) = self.browser_binding(cookies)?;
+        let csrf = secret::new_secret().ok()?;
+        let interaction = Interaction {
+            id,
+            csrf_hash: hash(&csrf),
+            browser_hash: hash(&bind),
+            request,
+            user_id: session.map(|s| s.user_id.clone()),
+            auth_time: session.map(|s| s.auth_time),
+            amr: session.map(|s| s.amr.clone()).unwrap_or_default(),
+            expires_at: now + self.config.interaction_ttl,
+            flow,
+        };
+        Some((interaction, csrf, set_cookies))
+    }
+
+    /// The browser's binding cookie, made (and set) if it has none. `None`
+    /// when the random source failed.
+    pub(super) fn browser_binding(&self, cookies: &Cookies) -> Option<(String, Vec<SetCookie>)> {
+        match &cookies.bind {
+            Some(b) => Some((b.clone(), Vec::new())),
+            None => {
+                let b = secret::new_secret().ok()?;
+                let cookie = SetCookie {
+                    name: BIND_COOKIE,
+                    value: b.clone(),
+                    max_age: self.config.session_ttl,
+                };
+                Some((b, vec![cookie]))
+            }
+        }
+    }
+
+    /// A signed-in session without a second factor meets a client that
+    /// requires one: ask the session's user for a TOTP code, or tell them
+    /// they cannot get in without enrolling. `flow` is the interaction's
+    /// (its purpose); the interaction is stored here.
+    pub(super) async fn step_up(
+        &self,
+        client: &Client,
+        request: AuthorizationRequest,
+        mut flow: Flow,
+        session: &Session,
+        cookies: &Cookies,
+        now: i64,
+    ) -> BrowserReply {
+        let user = match self.store.get_user(&session.user_id).await {
+            Ok(u) => u,
+            Err(e) => return BrowserReply::unavailable(e),
+        };
+        let Some(user) = user.filter(User::has_mfa) else {
+            tracing::info!(user = %session.user_id, client = %client.id, "two-step verification required but not enrolled");
+            return BrowserReply::error(403, MFA_NOT_ENROLLED);
+        };
+        flow.otp_user = Some(user.id);
+        flow.otp_failures = 0;
+        let (interaction, csrf, set_cookies) =
+            match self.new_interaction(request, flow, None, cookies, now) {
+                Some(v) => v,
+                None => return BrowserReply::busy(),
+            };
+        if let Err(e) = self.store.put_interaction(&interaction).await {
+            return BrowserReply::unavailable(e);
+        }
+        BrowserReply {
+            reply: Reply::Page(Page::Otp {
+                interaction: interaction.id,
+                csrf,
+                client_name: client.name.clone(),
+                error: None,
+            }),
+            set_cookies,
+        }
+    }
+
     /// Loads the interaction a form belongs to, checking that the same
     /// browser posts it with the CSRF token of its page.
-    async fn load_interaction(
+    pub(super) async fn load_interaction(
         &self,
         form: &[(String, String)],
         cookies: &Cookies,
@@ -310,23 +438,23 @@ impl Services {
         Ok((interaction, csrf.to_owned()))
     }
 
-    /// POST /login.
+    /// POST /login: the password form, or (when the interaction waits for
+    /// one) the TOTP form.
     pub async fn login(&self, form: &[(String, String)], cookies: &Cookies) -> BrowserReply {
         let now = self.clock.now();
         let (mut interaction, csrf) = match self.load_interaction(form, cookies, now).await {
             Ok(v) => v,
             Err(reply) => return reply,
         };
-        let client = match self.store.get_client(&interaction.request.client_id).await {
-            Ok(Some(c)) => c,
-            Ok(None) => {
-                return BrowserReply::error(
-                    400,
-                    "The app that sent you here is no longer registered.",
-                );
-            }
-            Err(e) => return BrowserReply::unavailable(e),
+        let client = match self.interaction_client(&interaction).await {
+            Ok(c) => c,
+            Err(reply) => return reply,
         };
+        if interaction.flow.otp_user.is_some() {
+            return self
+                .second_factor(interaction, csrf, client.as_ref(), form, now)
+                .await;
+        }
         let params = Params(form);
         let username = params.get("username").ok().flatten().unwrap_or("");
         let password = params.get("password").ok().flatten().unwrap_or("");
@@ -338,24 +466,147 @@ impl Services {
             Some(u) => u,
             None => {
                 tracing::info!(interaction = %interaction.id, "sign-in failed");
-                return BrowserReply::page(Page::Login {
-                    interaction: interaction.id,
-                    csrf,
-                    client_name: client.name,
-                    error: Some(GENERIC_LOGIN_ERROR),
-                });
+                let mut page = login_page(&interaction, csrf, client.as_ref());
+                if let Page::Login { error, .. } = &mut page {
+                    *error = Some(GENERIC_LOGIN_ERROR);
+                }
+                return BrowserReply::page(page);
             }
         };
 
+        if user.has_mfa() {
+            // RFC 6238: the password was right; now the code.
+            interaction.flow.otp_user = Some(user.id.clone());
+            interaction.flow.otp_failures = 0;
+            if let Err(e) = self.store.put_interaction(&interaction).await {
+                return BrowserReply::unavailable(e);
+            }
+            tracing::info!(user = %user.id, "password accepted; asking for the second factor");
+            return BrowserReply::page(Page::Otp {
+                interaction: interaction.id,
+                csrf,
+                client_name: display_name(client.as_ref()),
+                error: None,
+            });
+        }
+        if client.as_ref().is_some_and(|c| c.require_mfa) {
+            if let Err(e) = self.store.delete_interaction(&interaction.id).await {
+                return BrowserReply::unavailable(e);
+            }
+            tracing::info!(user = %user.id, "two-step verification required but not enrolled");
+            return BrowserReply::error(403, MFA_NOT_ENROLLED);
+        }
+        self.signed_in(
+            interaction,
+            csrf,
+            client.as_ref(),
+            &user.id,
+            amr_password(),
+            now,
+        )
+        .await
+    }
+
+    /// The client an interaction is for (none for the account pages).
+    pub(super) async fn interaction_client(
+        &self,
+        interaction: &Interaction,
+    ) -> Result<Option<Client>, BrowserReply> {
+        if interaction.flow.purpose == Purpose::Account {
+            return Ok(None);
+        }
+        match self.store.get_client(&interaction.request.client_id).await {
+            Ok(Some(c)) => Ok(Some(c)),
+            Ok(None) => Err(BrowserReply::error(
+                400,
+                "The app that sent you here is no longer registered.",
+            )),
+            Err(e) => Err(BrowserReply::unavailable(e)),
+        }
+    }
+
+    /// The TOTP step (RFC 6238): the code must match a step around now and
+    /// that step must not have been used (§5.2). Every failure reads the
+    /// same; after [`MAX_OTP_FAILURES`] the interaction ends.
+    async fn second_factor(
+        &self,
+        mut interaction: Interaction,
+        csrf: String,
+        client: Option<&Client>,
+        form: &[(String, String)],
+        now: i64,
+    ) -> BrowserReply {
+        let Some(user_id) = interaction.flow.otp_user.clone() else {
+            return BrowserReply::error(400, "Please sign in first.");
+        };
+        let code = Params(form).get("otp").ok().flatten().unwrap_or("");
+        let user = match self.store.get_user(&user_id).await {
+            Ok(u) => u,
+            Err(e) => return BrowserReply::unavailable(e),
+        };
+        let step = match user.as_ref().and_then(|u| u.totp_secret.as_deref()) {
+            Some(secret) => match totp::verify(secret, code, now) {
+                Ok(step) => step,
+                Err(e) => {
+                    tracing::error!(user = %user_id, error = %e, "stored TOTP secret unusable");
+                    None
+                }
+            },
+            None => None,
+        };
+        let accepted = match step {
+            Some(step) => match self.store.claim_totp_step(&user_id, step).await {
+                Ok(claimed) => claimed,
+                Err(e) => return BrowserReply::unavailable(e),
+            },
+            None => false,
+        };
+        if accepted {
+            tracing::info!(user = %user_id, "second factor accepted");
+            interaction.flow.otp_user = None;
+            interaction.flow.otp_failures = 0;
+            return self
+                .signed_in(interaction, csrf, client, &user_id, amr_password_otp(), now)
+                .await;
+        }
+        interaction.flow.otp_failures += 1;
+        tracing::info!(user = %user_id, failures = interaction.flow.otp_failures, "second factor refused");
+        if interaction.flow.otp_failures >= MAX_OTP_FAILURES {
+            if let Err(e) = self.store.delete_interaction(&interaction.id).await {
+                return BrowserReply::unavailable(e);
+            }
+            return BrowserReply::error(403, TOO_MANY_OTP_FAILURES);
+        }
+        if let Err(e) = self.store.put_interaction(&interaction).await {
+            return BrowserReply::unavailable(e);
+        }
+        BrowserReply::page(Page::Otp {
+            interaction: interaction.id,
+            csrf,
+            client_name: display_name(client),
+            error: Some(GENERIC_OTP_ERROR),
+        })
+    }
+
+    /// The user is authenticated (`amr` says how): a new session, then on
+    /// to what the interaction is for.
+    async fn signed_in(
+        &self,
+        mut interaction: Interaction,
+        csrf: String,
+        client: Option<&Client>,
+        user_id: &str,
+        amr: Vec<String>,
+        now: i64,
+    ) -> BrowserReply {
         // A new session id at every sign-in (no session fixation).
         let session_secret = match secret::new_secret() {
             Ok(s) => s,
             Err(e) => return BrowserReply::error(503, no_randomness(e).description),
         };
-        let amr = vec!["pwd".to_owned()];
         let session = Session {
             hash: hash(&session_secret),
-            user_id: user.id.clone(),
+            user_id: user_id.to_owned(),
             auth_time: now,
             amr: amr.clone(),
             expires_at: now + self.config.session_ttl,
@@ -363,18 +614,34 @@ impl Services {
         if let Err(e) = self.store.put_session(&session).await {
             return BrowserReply::unavailable(e);
         }
-        tracing::info!(user = %user.id, "signed in");
-        interaction.user_id = Some(user.id.clone());
+        tracing::info!(user = %user_id, "signed in");
+        interaction.user_id = Some(user_id.to_owned());
         interaction.auth_time = Some(now);
         interaction.amr = amr;
 
-        let mut reply = match self.needs_consent(&interaction.request, &user.id).await {
-            Err(e) => BrowserReply::unavailable(e),
-            Ok(true) => match self.store.put_interaction(&interaction).await {
-                Ok(()) => BrowserReply::page(consent_page(&interaction, csrf, &client)),
+        let mut reply = match (&interaction.flow.purpose, client) {
+            (Purpose::Account, _) => match self.store.delete_interaction(&interaction.id).await {
+                Ok(()) => BrowserReply::redirect(self.config.endpoint(crate::http::ACCOUNT_APPS)),
                 Err(e) => BrowserReply::unavailable(e),
             },
-            Ok(false) => self.finish(&interaction, now).await,
+            (_, None) => BrowserReply::error(400, "The app is no longer registered."),
+            // RFC 8628 §5.4: a device is approved only on an explicit consent page.
+            (Purpose::Device { .. }, Some(client)) => {
+                match self.store.put_interaction(&interaction).await {
+                    Ok(()) => BrowserReply::page(consent_page(&interaction, csrf, client)),
+                    Err(e) => BrowserReply::unavailable(e),
+                }
+            }
+            (Purpose::Authorize, Some(client)) => {
+                match self.needs_consent(&interaction.request, user_id).await {
+                    Err(e) => BrowserReply::unavailable(e),
+                    Ok(true) => match self.store.put_interaction(&interaction).await {
+                        Ok(()) => BrowserReply::page(consent_page(&interaction, csrf, client)),
+                        Err(e) => BrowserReply::unavailable(e),
+                    },
+                    Ok(false) => self.finish(&interaction, now).await,
+                }
+            }
         };
         reply.set_cookies.push(SetCookie {
             name: SESSION_COOKIE,
@@ -397,6 +664,13 @@ impl Services {
                 "Please sign in first. Go back to the app and start again.",
             );
         };
+        match &interaction.flow.purpose {
+            Purpose::Authorize => {}
+            Purpose::Device { .. } => {
+                return self.device_decision(interaction, &user_id, form, now).await;
+            }
+            Purpose::Account => return BrowserReply::error(400, "There is nothing to allow here."),
+        }
         let req = &interaction.request;
         match Params(form).get("decision") {
             Ok(Some("allow")) => {}
@@ -521,7 +795,22 @@ impl Services {
     }
 }
 
-fn consent_page(interaction: &Interaction, csrf: String, client: &Client) -> Page {
+/// The login page of an interaction; `client` is `None` on the account pages.
+pub(super) fn login_page(interaction: &Interaction, csrf: String, client: Option<&Client>) -> Page {
+    Page::Login {
+        interaction: interaction.id.clone(),
+        csrf,
+        client_name: display_name(client),
+        error: None,
+    }
+}
+
+/// Who the sign-in is for, in the pages' words.
+pub(super) fn display_name(client: Option<&Client>) -> String {
+    client.map_or_else(|| "your account".to_owned(), |c| c.name.clone())
+}
+
+pub(super) fn consent_page(interaction: &Interaction, csrf: String, client: &Client) -> Page {
     Page::Consent {
         interaction: interaction.id.clone(),
         csrf,

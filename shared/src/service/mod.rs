@@ -2,8 +2,10 @@
 //! grant, rotate, mint. They speak to the outside only through the ports,
 //! so the same code runs on SQLite with a local key and on DynamoDB with KMS.
 
+pub mod account;
 pub mod admin;
 pub mod authorize;
+pub mod device;
 pub mod password;
 pub mod token;
 pub mod tokeninfo;
@@ -17,7 +19,8 @@ use crate::domain::{OAuthError, User, token as jwt};
 use crate::ports::{Clock, Signer, Store, StoreError};
 use crate::sign::verify::AccessVerifier;
 
-pub use authorize::{BrowserReply, Cookies, Page, Reply, SetCookie};
+pub use authorize::{BrowserReply, ConnectedApp, Cookies, Page, Reply, SetCookie};
+pub use device::DeviceAuthorization;
 pub use token::TokenResponse;
 
 /// Everything an endpoint needs, built once per process (per Lambda container).

@@ -12,6 +12,13 @@
 //! | code          | `CODE#<hash>`              | yes                        |
 //! | grant         | `GRANT#<id>`               | yes (absolute expiry)      |
 //! | refresh token | `REFRESH#<hash>`           | yes (its grant's expiry)   |
+//! | device code   | `DEVICE#<hash>`            | yes (`kept_until`)         |
+//! | user code     | `USERCODE#<hash>`          | yes (`kept_until`)         |
+//!
+//! A user code item points at its device code (`device_hash`), so that the
+//! device page finds a device code by what the user typed with two
+//! GetItems. On a device code item, `expires_at` is the TTL (the record's
+//! `kept_until`) and `code_expires_at` the codes' own expiry.
 //!
 //! Key components are escaped (`%` as `%25`, `#` as `%23`), so that no two
 //! (user, client) pairs share a consent key.
@@ -64,8 +71,8 @@ use tokio::task::JoinSet;
 
 use crate::domain::client::Lifetimes;
 use crate::domain::{
-    AuthCode, AuthorizationRequest, Client, ClientKind, Consent, Grant, GrantType, Interaction,
-    RefreshToken, RefreshView, Scopes, Session, User,
+    AuthCode, AuthorizationRequest, Client, ClientKind, Consent, DeviceCode, DeviceDecision, Flow,
+    Grant, GrantType, Interaction, RefreshToken, RefreshView, Scopes, Session, User,
 };
 use crate::ports::{Failures, Redeemed, Rotated, Store, StoreError};
 
@@ -1266,6 +1273,271 @@ impl Store for DynamoStore {
         self.revoke_all("revoke_consent", Index::UserClient(user_id, client_id), now)
             .await
     }
+
+    // Device authorization (RFC 8628).
+
+    /// One TransactWriteItems: Put the device code item (new) and the user
+    /// code item (new, or replacing one no longer kept).
+    async fn put_device_code(&self, device: &DeviceCode) -> Result<(), StoreError> {
+        let user_code = ItemBuilder::new(user_code_key(&device.user_code_hash))
+            .s("device_hash", &device.hash)
+            .n(EXPIRES_AT, device.kept_until)
+            .build();
+        let put_user_code = built(
+            Put::builder()
+                .table_name(&self.table)
+                .set_item(Some(user_code))
+                .condition_expression("attribute_not_exists(#pk) OR #expires <= :now")
+                .expression_attribute_names("#pk", PK)
+                .expression_attribute_names("#expires", EXPIRES_AT)
+                .expression_attribute_values(":now", n(device.created_at))
+                .build(),
+        )?;
+        let items = vec![
+            TransactWriteItem::builder()
+                .put(self.put_new(device_item(device)?)?)
+                .build(),
+            TransactWriteItem::builder().put(put_user_code).build(),
+        ];
+        match self.transact("put_device_code", items).await? {
+            Transacted::Committed => Ok(()),
+            Transacted::Cancelled(reasons) if any_failed(&reasons) => Err(StoreError::Conflict(
+                "a device code with this device or user code exists".into(),
+            )),
+            Transacted::Cancelled(reasons) => Err(cancelled("put_device_code", &reasons)),
+        }
+    }
+
+    /// GetItem, consistent.
+    async fn find_device_code(
+        &self,
+        hash: &str,
+        now: i64,
+    ) -> Result<Option<DeviceCode>, StoreError> {
+        self.get_live("find_device_code", device_key(hash), now)
+            .await?
+            .map(|item| device_from(&item))
+            .transpose()
+    }
+
+    /// GetItem of the user code item, then GetItem of its device code (both
+    /// consistent; the browser side, outside the token budget).
+    async fn find_user_code(
+        &self,
+        user_code_hash: &str,
+        now: i64,
+    ) -> Result<Option<DeviceCode>, StoreError> {
+        let Some(item) = self
+            .get_live("find_user_code", user_code_key(user_code_hash), now)
+            .await?
+        else {
+            return Ok(None);
+        };
+        let device_hash = Fields::new(&item, "user code").s("device_hash")?;
+        let found = self.find_device_code(&device_hash, now).await?;
+        // A pointer left by an older record of the same user code is no match.
+        Ok(found.filter(|d| d.user_code_hash == user_code_hash))
+    }
+
+    /// UpdateItem, conditional on the code being undecided and unexpired.
+    async fn decide_device_code(
+        &self,
+        hash: &str,
+        decision: &DeviceDecision,
+        now: i64,
+    ) -> Result<bool, StoreError> {
+        let updated = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key(PK, s(device_key(hash)))
+            .update_expression("SET #decision = :decision")
+            .condition_expression(
+                "attribute_exists(#pk) AND attribute_not_exists(#decision) \
+                 AND attribute_not_exists(#consumed) AND #code_expires > :now",
+            )
+            .expression_attribute_names("#pk", PK)
+            .expression_attribute_names("#decision", "decision")
+            .expression_attribute_names("#consumed", "consumed_at")
+            .expression_attribute_names("#code_expires", "code_expires_at")
+            .expression_attribute_values(":decision", s(to_json(decision, "device code")?))
+            .expression_attribute_values(":now", n(now))
+            .send()
+            .await;
+        conditional("decide_device_code", updated)
+    }
+
+    /// UpdateItem, conditional on the last poll being the one read.
+    async fn record_device_poll(
+        &self,
+        hash: &str,
+        last_polled_at: Option<i64>,
+        interval: i64,
+        now: i64,
+    ) -> Result<bool, StoreError> {
+        let update = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key(PK, s(device_key(hash)))
+            .update_expression("SET #last = :now, #interval = :interval")
+            .expression_attribute_names("#pk", PK)
+            .expression_attribute_names("#last", "last_polled_at")
+            .expression_attribute_names("#interval", "interval")
+            .expression_attribute_names("#expires", EXPIRES_AT)
+            .expression_attribute_values(":now", n(now))
+            .expression_attribute_values(":interval", n(interval));
+        let update = match last_polled_at {
+            None => update.condition_expression(
+                "attribute_exists(#pk) AND #expires > :now AND attribute_not_exists(#last)",
+            ),
+            Some(last) => update
+                .condition_expression("attribute_exists(#pk) AND #expires > :now AND #last = :last")
+                .expression_attribute_values(":last", n(last)),
+        };
+        conditional("record_device_poll", update.send().await)
+    }
+
+    /// One TransactWriteItems: Update the device code (approved for the
+    /// grant's user, unconsumed, unexpired; consumed now, for this grant),
+    /// Put the grant, Put its first refresh token if any.
+    async fn redeem_device_code(
+        &self,
+        hash: &str,
+        grant: &Grant,
+        refresh: Option<&RefreshToken>,
+        now: i64,
+    ) -> Result<bool, StoreError> {
+        let approved = to_json(
+            &DeviceDecision::Approved {
+                user_id: grant.user_id.clone(),
+                auth_time: grant.auth_time,
+                amr: grant.amr.clone(),
+            },
+            "device code",
+        )?;
+        let consume = built(
+            Update::builder()
+                .table_name(&self.table)
+                .key(PK, s(device_key(hash)))
+                .update_expression("SET #consumed = :now, #grant = :grant")
+                .condition_expression(
+                    "attribute_exists(#pk) AND attribute_not_exists(#consumed) \
+                     AND #decision = :approved AND #code_expires > :now",
+                )
+                .expression_attribute_names("#pk", PK)
+                .expression_attribute_names("#consumed", "consumed_at")
+                .expression_attribute_names("#grant", "grant_id")
+                .expression_attribute_names("#decision", "decision")
+                .expression_attribute_names("#code_expires", "code_expires_at")
+                .expression_attribute_values(":now", n(now))
+                .expression_attribute_values(":grant", s(&grant.id))
+                .expression_attribute_values(":approved", s(approved))
+                .build(),
+        )?;
+        let snapshot = GrantSnapshot::of(grant);
+        let mut items = vec![
+            TransactWriteItem::builder().update(consume).build(),
+            TransactWriteItem::builder()
+                .put(self.put_new(grant_item(grant))?)
+                .build(),
+        ];
+        if let Some(token) = refresh {
+            items.push(
+                TransactWriteItem::builder()
+                    .put(self.put_new(refresh_item(token, &snapshot))?)
+                    .build(),
+            );
+        }
+        match self.transact("redeem_device_code", items).await? {
+            Transacted::Committed => {
+                self.remember(snapshot);
+                Ok(true)
+            }
+            Transacted::Cancelled(reasons) if failed(&reasons, 0) => Ok(false),
+            Transacted::Cancelled(reasons) if failed(&reasons, 1) => {
+                Err(StoreError::Conflict("a grant with this id exists".into()))
+            }
+            Transacted::Cancelled(reasons) if failed(&reasons, 2) => Err(StoreError::Conflict(
+                "a refresh token with this hash exists".into(),
+            )),
+            Transacted::Cancelled(reasons) => Err(cancelled("redeem_device_code", &reasons)),
+        }
+    }
+
+    /// One TransactWriteItems, as `undo_redemption`: Update the device code
+    /// (consumed for this grant; `consumed_at` and `grant_id` removed),
+    /// Delete the grant (unrevoked), Delete the first refresh token
+    /// (unconsumed, of this grant) if there is one.
+    async fn undo_device_redemption(
+        &self,
+        hash: &str,
+        grant_id: &str,
+        refresh_hash: Option<&str>,
+    ) -> Result<bool, StoreError> {
+        let restore = built(
+            Update::builder()
+                .table_name(&self.table)
+                .key(PK, s(device_key(hash)))
+                .update_expression("REMOVE #consumed, #grant")
+                .condition_expression(
+                    "attribute_exists(#pk) AND attribute_exists(#consumed) AND #grant = :grant",
+                )
+                .expression_attribute_names("#pk", PK)
+                .expression_attribute_names("#consumed", "consumed_at")
+                .expression_attribute_names("#grant", "grant_id")
+                .expression_attribute_values(":grant", s(grant_id))
+                .build(),
+        )?;
+        let delete_grant = built(
+            Delete::builder()
+                .table_name(&self.table)
+                .key(PK, s(grant_key(grant_id)))
+                .condition_expression("attribute_exists(#pk) AND attribute_not_exists(#revoked)")
+                .expression_attribute_names("#pk", PK)
+                .expression_attribute_names("#revoked", "revoked_at")
+                .build(),
+        )?;
+        let mut items = vec![
+            TransactWriteItem::builder().update(restore).build(),
+            TransactWriteItem::builder().delete(delete_grant).build(),
+        ];
+        if let Some(refresh_hash) = refresh_hash {
+            items.push(
+                TransactWriteItem::builder()
+                    .delete(self.delete_unconsumed_token(refresh_hash, grant_id)?)
+                    .build(),
+            );
+        }
+        match self.transact("undo_device_redemption", items).await? {
+            Transacted::Committed => {
+                self.forget(grant_id);
+                Ok(true)
+            }
+            Transacted::Cancelled(reasons) if any_failed(&reasons) => Ok(false),
+            Transacted::Cancelled(reasons) => Err(cancelled("undo_device_redemption", &reasons)),
+        }
+    }
+}
+
+/// The outcome of a conditional UpdateItem: whether its condition held.
+fn conditional<O, R>(
+    op: &str,
+    outcome: Result<O, SdkError<aws_sdk_dynamodb::operation::update_item::UpdateItemError, R>>,
+) -> Result<bool, StoreError>
+where
+    R: std::fmt::Debug,
+{
+    match outcome {
+        Ok(_) => Ok(true),
+        Err(e)
+            if e.as_service_error()
+                .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
+        {
+            Ok(false)
+        }
+        Err(e) => Err(sdk_error(op, e)),
+    }
 }
 
 // ---------------------------------------------------------------- the table
@@ -1474,6 +1746,12 @@ fn grant_key(id: &str) -> String {
 fn refresh_key(hash: &str) -> String {
     key("REFRESH", &[hash])
 }
+fn device_key(hash: &str) -> String {
+    key("DEVICE", &[hash])
+}
+fn user_code_key(hash: &str) -> String {
+    key("USERCODE", &[hash])
+}
 
 // ---------------------------------------------------------------- records to items
 
@@ -1605,6 +1883,7 @@ fn interaction_item(i: &Interaction) -> Result<Item, StoreError> {
         .opt_n("auth_time", i.auth_time)
         .list("amr", &i.amr)
         .n(EXPIRES_AT, i.expires_at)
+        .s("flow", &to_json(&i.flow, "interaction")?)
         .build())
 }
 
@@ -1619,6 +1898,10 @@ fn interaction_from(item: &Item) -> Result<Interaction, StoreError> {
         auth_time: f.opt_n("auth_time")?,
         amr: f.list("amr")?,
         expires_at: f.n(EXPIRES_AT)?,
+        flow: match f.opt_s("flow")? {
+            Some(_) => f.json::<Flow>("flow")?,
+            None => Flow::default(),
+        },
     })
 }
 
@@ -1841,6 +2124,47 @@ fn refresh_from(item: &Item) -> Result<RefreshToken, StoreError> {
         expires_at: f.n(EXPIRES_AT)?,
         consumed_at: f.opt_n("consumed_at")?,
         successor_hash: f.opt_s("successor_hash")?,
+    })
+}
+
+fn device_item(d: &DeviceCode) -> Result<Item, StoreError> {
+    let decision = d
+        .decision
+        .as_ref()
+        .map(|v| to_json(v, "device code"))
+        .transpose()?;
+    Ok(ItemBuilder::new(device_key(&d.hash))
+        .s("hash", &d.hash)
+        .s("user_code_hash", &d.user_code_hash)
+        .s("client_id", &d.client_id)
+        .s("scopes", &d.scopes.to_string())
+        .n("created_at", d.created_at)
+        .n("code_expires_at", d.expires_at)
+        .n(EXPIRES_AT, d.kept_until)
+        .n("interval", d.interval)
+        .opt_n("last_polled_at", d.last_polled_at)
+        .opt_s("decision", decision.as_deref())
+        .opt_n("consumed_at", d.consumed_at)
+        .build())
+}
+
+fn device_from(item: &Item) -> Result<DeviceCode, StoreError> {
+    let f = Fields::new(item, "device code");
+    Ok(DeviceCode {
+        hash: f.s("hash")?,
+        user_code_hash: f.s("user_code_hash")?,
+        client_id: f.s("client_id")?,
+        scopes: f.scopes("scopes")?,
+        created_at: f.n("created_at")?,
+        expires_at: f.n("code_expires_at")?,
+        kept_until: f.n(EXPIRES_AT)?,
+        interval: f.n("interval")?,
+        last_polled_at: f.opt_n("last_polled_at")?,
+        decision: match f.opt_s("decision")? {
+            Some(_) => Some(f.json::<DeviceDecision>("decision")?),
+            None => None,
+        },
+        consumed_at: f.opt_n("consumed_at")?,
     })
 }
 
@@ -2251,6 +2575,98 @@ mod tests {
                     .await
                     .unwrap(),
                 Rotated::Invalid
+            );
+            assert_eq!(calls.take(), ["TransactWriteItems"]);
+        }
+
+        /// The device_code grant: a poll reads the device code (one GetItem,
+        /// beside the client's), then writes once: the poll, or the
+        /// redemption that creates the grant (one transaction, beside the
+        /// signatures).
+        #[tokio::test]
+        async fn device_polls_stay_within_two_round_trips() {
+            let calls = Calls::default();
+            let client = client(&calls).await;
+            let table = table(&client, "device").await;
+            let store = DynamoStore::new(client.clone(), table.clone());
+            calls.take();
+            let device = DeviceCode {
+                hash: hash("device"),
+                user_code_hash: hash("BCDFGHJK"),
+                client_id: "app".into(),
+                scopes: Scopes::parse("openid offline_access").unwrap(),
+                created_at: T,
+                expires_at: T + 600,
+                kept_until: T + 1200,
+                interval: 5,
+                last_polled_at: None,
+                decision: None,
+                consumed_at: None,
+            };
+            store.put_device_code(&device).await.unwrap();
+            assert_eq!(calls.take(), ["TransactWriteItems"]);
+
+            // Pending: read, then record the poll.
+            let found = store.find_device_code(&device.hash, T + 5).await.unwrap();
+            assert_eq!(found.as_ref(), Some(&device));
+            assert_eq!(calls.take(), ["GetItem"]);
+            assert!(
+                store
+                    .record_device_poll(&device.hash, None, 5, T + 5)
+                    .await
+                    .unwrap()
+            );
+            assert_eq!(calls.take(), ["UpdateItem"]);
+
+            // The browser: the user code's item, then the device code's.
+            assert!(
+                store
+                    .find_user_code(&device.user_code_hash, T + 6)
+                    .await
+                    .unwrap()
+                    .is_some()
+            );
+            assert_eq!(calls.take(), ["GetItem", "GetItem"]);
+            let mut g = grant("g1");
+            g.amr = vec!["pwd".into(), "otp".into(), "mfa".into()];
+            let approved = DeviceDecision::Approved {
+                user_id: g.user_id.clone(),
+                auth_time: g.auth_time,
+                amr: g.amr.clone(),
+            };
+            assert!(
+                store
+                    .decide_device_code(&device.hash, &approved, T + 7)
+                    .await
+                    .unwrap()
+            );
+            assert_eq!(calls.take(), ["UpdateItem"]);
+
+            // Approved: read, then one transaction.
+            assert!(
+                store
+                    .find_device_code(&device.hash, T + 10)
+                    .await
+                    .unwrap()
+                    .is_some()
+            );
+            assert_eq!(calls.take(), ["GetItem"]);
+            let r0 = token("r0", &g, T + 10);
+            assert!(
+                store
+                    .redeem_device_code(&device.hash, &g, Some(&r0), T + 10)
+                    .await
+                    .unwrap()
+            );
+            assert_eq!(calls.take(), ["TransactWriteItems"]);
+            // The first refresh then rotates in one transaction: the
+            // redemption remembered the grant's snapshot.
+            assert_eq!(
+                store
+                    .rotate_refresh(&r0.hash, &token("r1", &g, T + 11), 0, T + 11)
+                    .await
+                    .unwrap(),
+                Rotated::Rotated
             );
             assert_eq!(calls.take(), ["TransactWriteItems"]);
         }

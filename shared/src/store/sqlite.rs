@@ -20,14 +20,14 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::domain::{
-    AuthCode, AuthorizationRequest, Client, Consent, Grant, Interaction, RefreshToken, RefreshView,
-    Scopes, Session, User,
+    AuthCode, AuthorizationRequest, Client, Consent, DeviceCode, DeviceDecision, Flow, Grant,
+    Interaction, RefreshToken, RefreshView, Scopes, Session, User,
 };
 use crate::ports::{Failures, Redeemed, Rotated, Store, StoreError};
 
 /// Bumped whenever the schema changes; a file written by a newer build is
 /// refused rather than misread.
-const SCHEMA_VERSION: i64 = 2;
+const SCHEMA_VERSION: i64 = 3;
 
 /// Long enough to ride out another process's write transaction (they are
 /// all a few statements), short enough that a stuck writer becomes a 503
@@ -65,7 +65,9 @@ CREATE TABLE IF NOT EXISTS interactions (
     user_id      TEXT,
     auth_time    INTEGER,
     amr          TEXT NOT NULL,
-    expires_at   INTEGER NOT NULL
+    expires_at   INTEGER NOT NULL,
+    -- Interaction::flow as JSON (schema version 3); NULL reads as the default.
+    flow         TEXT
 ) STRICT;
 CREATE INDEX IF NOT EXISTS interactions_by_expiry ON interactions (expires_at);
 
@@ -142,7 +144,28 @@ CREATE TABLE IF NOT EXISTS refresh_tokens (
 ) STRICT;
 CREATE INDEX IF NOT EXISTS refresh_tokens_by_grant ON refresh_tokens (grant_id);
 CREATE INDEX IF NOT EXISTS refresh_tokens_by_expiry ON refresh_tokens (expires_at);
+
+-- Device authorization (RFC 8628), schema version 3. Rows are kept until
+-- kept_until, past the codes' own expires_at, so that late polls hear
+-- expired_token; a user code may be reused once its row is no longer kept.
+CREATE TABLE IF NOT EXISTS device_codes (
+    hash           TEXT PRIMARY KEY NOT NULL,
+    user_code_hash TEXT NOT NULL UNIQUE,
+    client_id      TEXT NOT NULL,
+    scopes         TEXT NOT NULL,
+    created_at     INTEGER NOT NULL,
+    expires_at     INTEGER NOT NULL,
+    kept_until     INTEGER NOT NULL,
+    interval       INTEGER NOT NULL,
+    last_polled_at INTEGER,
+    decision       TEXT,
+    consumed_at    INTEGER,
+    grant_id       TEXT
+) STRICT;
+CREATE INDEX IF NOT EXISTS device_codes_by_expiry ON device_codes (kept_until);
 ";
+
+const DEVICE_COLUMNS: &str = "hash, user_code_hash, client_id, scopes, created_at, expires_at, kept_until, interval, last_polled_at, decision, consumed_at";
 
 const GRANT_COLUMNS: &str = "id, user_id, client_id, scopes, auth_time, amr, created_at, expires_at, revoked_at, last_used_at";
 const REFRESH_COLUMNS: &str = "hash, grant_id, client_id, user_id, created_at, idle_expires_at, expires_at, consumed_at, successor_hash";
@@ -216,6 +239,10 @@ impl SqliteStore {
                 "ALTER TABLE users ADD COLUMN totp_secret TEXT;
                  ALTER TABLE users ADD COLUMN totp_step INTEGER;",
             )?;
+        }
+        if (1..3).contains(&version) {
+            // Version 3 added the interaction's flow (second factor, purpose).
+            tx.execute_batch("ALTER TABLE interactions ADD COLUMN flow TEXT;")?;
         }
         if version < SCHEMA_VERSION {
             tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
@@ -301,6 +328,9 @@ fn collect_garbage(conn: &Connection, now: i64) -> rusqlite::Result<usize> {
             .prepare_cached(&format!("DELETE FROM {table} WHERE expires_at <= ?1"))?
             .execute([now])?;
     }
+    deleted += conn
+        .prepare_cached("DELETE FROM device_codes WHERE kept_until <= ?1")?
+        .execute([now])?;
     Ok(deleted)
 }
 
@@ -457,10 +487,11 @@ impl Store for SqliteStore {
         self.run("put_interaction", move |conn| {
             let request = to_json(&i.request)?;
             let amr = to_json(&i.amr)?;
+            let flow = to_json(&i.flow)?;
             conn.prepare_cached(
                 "INSERT OR REPLACE INTO interactions
-                     (id, csrf_hash, browser_hash, request, user_id, auth_time, amr, expires_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                     (id, csrf_hash, browser_hash, request, user_id, auth_time, amr, expires_at, flow)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
             )?
             .execute(params![
                 i.id,
@@ -470,7 +501,8 @@ impl Store for SqliteStore {
                 i.user_id,
                 i.auth_time,
                 amr,
-                i.expires_at
+                i.expires_at,
+                flow
             ])?;
             Ok(())
         })
@@ -482,11 +514,16 @@ impl Store for SqliteStore {
         self.run("get_interaction", move |conn| {
             Ok(conn
                 .prepare_cached(
-                    "SELECT id, csrf_hash, browser_hash, request, user_id, auth_time, amr, expires_at
+                    "SELECT id, csrf_hash, browser_hash, request, user_id, auth_time, amr, expires_at, flow
                      FROM interactions WHERE id = ?1 AND expires_at > ?2",
                 )?
                 .query_row(params![id, now], |row| {
                     let request: AuthorizationRequest = json_column(row, 3)?;
+                    let flow: Option<String> = row.get(8)?;
+                    let flow: Flow = match flow {
+                        None => Flow::default(),
+                        Some(_) => json_column(row, 8)?,
+                    };
                     Ok(Interaction {
                         id: row.get(0)?,
                         csrf_hash: row.get(1)?,
@@ -496,6 +533,7 @@ impl Store for SqliteStore {
                         auth_time: row.get(5)?,
                         amr: json_column(row, 6)?,
                         expires_at: row.get(7)?,
+                        flow,
                     })
                 })
                 .optional()?)
@@ -937,6 +975,271 @@ impl Store for SqliteStore {
         })
         .await
     }
+
+    // Device authorization (RFC 8628).
+
+    async fn put_device_code(&self, device: &DeviceCode) -> Result<(), StoreError> {
+        let d = device.clone();
+        self.run("put_device_code", move |conn| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            // A user code is free again once its old record is no longer kept.
+            tx.prepare_cached(
+                "DELETE FROM device_codes WHERE user_code_hash = ?1 AND kept_until <= ?2",
+            )?
+            .execute(params![d.user_code_hash, d.created_at])?;
+            let decision = d.decision.as_ref().map(to_json).transpose()?;
+            let inserted = tx
+                .prepare_cached(&format!(
+                    "INSERT INTO device_codes ({DEVICE_COLUMNS})
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)"
+                ))?
+                .execute(params![
+                    d.hash,
+                    d.user_code_hash,
+                    d.client_id,
+                    d.scopes.to_string(),
+                    d.created_at,
+                    d.expires_at,
+                    d.kept_until,
+                    d.interval,
+                    d.last_polled_at,
+                    decision,
+                    d.consumed_at
+                ]);
+            match inserted {
+                Ok(_) => {}
+                Err(e) if constraint_kind(&e).is_some() => {
+                    return Err(Failure::Conflict(
+                        "a device code with this device or user code exists".into(),
+                    ));
+                }
+                Err(e) => return Err(e.into()),
+            }
+            tx.commit()?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn find_device_code(
+        &self,
+        hash: &str,
+        now: i64,
+    ) -> Result<Option<DeviceCode>, StoreError> {
+        let hash = hash.to_owned();
+        self.run("find_device_code", move |conn| {
+            Ok(conn
+                .prepare_cached(&format!(
+                    "SELECT {DEVICE_COLUMNS} FROM device_codes WHERE hash = ?1 AND kept_until > ?2"
+                ))?
+                .query_row(params![hash, now], device_from_row)
+                .optional()?)
+        })
+        .await
+    }
+
+    async fn find_user_code(
+        &self,
+        user_code_hash: &str,
+        now: i64,
+    ) -> Result<Option<DeviceCode>, StoreError> {
+        let user_code_hash = user_code_hash.to_owned();
+        self.run("find_user_code", move |conn| {
+            Ok(conn
+                .prepare_cached(&format!(
+                    "SELECT {DEVICE_COLUMNS} FROM device_codes
+                     WHERE user_code_hash = ?1 AND kept_until > ?2"
+                ))?
+                .query_row(params![user_code_hash, now], device_from_row)
+                .optional()?)
+        })
+        .await
+    }
+
+    async fn decide_device_code(
+        &self,
+        hash: &str,
+        decision: &DeviceDecision,
+        now: i64,
+    ) -> Result<bool, StoreError> {
+        let hash = hash.to_owned();
+        let decision = decision.clone();
+        self.run("decide_device_code", move |conn| {
+            let decision = to_json(&decision)?;
+            let n = conn
+                .prepare_cached(
+                    "UPDATE device_codes SET decision = ?2
+                     WHERE hash = ?1 AND decision IS NULL AND consumed_at IS NULL
+                       AND expires_at > ?3",
+                )?
+                .execute(params![hash, decision, now])?;
+            Ok(n == 1)
+        })
+        .await
+    }
+
+    async fn record_device_poll(
+        &self,
+        hash: &str,
+        last_polled_at: Option<i64>,
+        interval: i64,
+        now: i64,
+    ) -> Result<bool, StoreError> {
+        let hash = hash.to_owned();
+        self.run("record_device_poll", move |conn| {
+            let n = conn
+                .prepare_cached(
+                    "UPDATE device_codes SET last_polled_at = ?3, interval = ?4
+                     WHERE hash = ?1 AND last_polled_at IS ?2 AND kept_until > ?3",
+                )?
+                .execute(params![hash, last_polled_at, now, interval])?;
+            Ok(n == 1)
+        })
+        .await
+    }
+
+    async fn redeem_device_code(
+        &self,
+        hash: &str,
+        grant: &Grant,
+        refresh: Option<&RefreshToken>,
+        now: i64,
+    ) -> Result<bool, StoreError> {
+        let hash = hash.to_owned();
+        let grant = grant.clone();
+        let refresh = refresh.cloned();
+        let gc = self.gc_due();
+        self.run("redeem_device_code", move |conn| {
+            let redeemed = atomically(
+                conn,
+                |tx| redeem_device_in(tx, &hash, &grant, refresh.as_ref(), now),
+                |redeemed| *redeemed,
+            )?;
+            after_write(conn, gc, now);
+            Ok(redeemed)
+        })
+        .await
+    }
+
+    async fn undo_device_redemption(
+        &self,
+        hash: &str,
+        grant_id: &str,
+        refresh_hash: Option<&str>,
+    ) -> Result<bool, StoreError> {
+        let hash = hash.to_owned();
+        let grant_id = grant_id.to_owned();
+        let refresh_hash = refresh_hash.map(str::to_owned);
+        self.run("undo_device_redemption", move |conn| {
+            atomically(
+                conn,
+                |tx| undo_device_in(tx, &hash, &grant_id, refresh_hash.as_deref()),
+                |undone| *undone,
+            )
+        })
+        .await
+    }
+}
+
+/// The body of `redeem_device_code`, inside its immediate transaction.
+/// Writes only when it returns `true`.
+fn redeem_device_in(
+    tx: &Transaction<'_>,
+    hash: &str,
+    grant: &Grant,
+    refresh: Option<&RefreshToken>,
+    now: i64,
+) -> Result<bool, Failure> {
+    let decision: Option<Option<String>> = tx
+        .prepare_cached(
+            "SELECT decision FROM device_codes
+             WHERE hash = ?1 AND consumed_at IS NULL AND expires_at > ?2",
+        )?
+        .query_row(params![hash, now], |row| row.get(0))
+        .optional()?;
+    let approved_for = match decision.flatten() {
+        Some(raw) => match serde_json::from_str::<DeviceDecision>(&raw) {
+            Ok(DeviceDecision::Approved { user_id, .. }) => user_id,
+            Ok(DeviceDecision::Denied) => return Ok(false),
+            Err(_) => return Err(Failure::Corrupt("a device code has an unreadable decision")),
+        },
+        None => return Ok(false),
+    };
+    if approved_for != grant.user_id {
+        return Ok(false);
+    }
+    tx.prepare_cached("UPDATE device_codes SET consumed_at = ?2, grant_id = ?3 WHERE hash = ?1")?
+        .execute(params![hash, now, grant.id])?;
+    insert_grant(tx, grant)?;
+    if let Some(token) = refresh {
+        insert_refresh(tx, token)?;
+    }
+    Ok(true)
+}
+
+/// The body of `undo_device_redemption`, inside its immediate transaction.
+/// Writes only when it returns `true`; the same conditions as
+/// [`undo_redemption_in`].
+fn undo_device_in(
+    tx: &Transaction<'_>,
+    hash: &str,
+    grant_id: &str,
+    refresh_hash: Option<&str>,
+) -> Result<bool, Failure> {
+    let consumed_for_grant = tx
+        .prepare_cached(
+            "SELECT 1 FROM device_codes
+             WHERE hash = ?1 AND consumed_at IS NOT NULL AND grant_id = ?2",
+        )?
+        .query_row(params![hash, grant_id], |_| Ok(()))
+        .optional()?
+        .is_some();
+    let grant_unrevoked = tx
+        .prepare_cached("SELECT 1 FROM grants WHERE id = ?1 AND revoked_at IS NULL")?
+        .query_row([grant_id], |_| Ok(()))
+        .optional()?
+        .is_some();
+    if !consumed_for_grant || !grant_unrevoked {
+        return Ok(false);
+    }
+    if let Some(refresh_hash) = refresh_hash {
+        let deleted = tx
+            .prepare_cached(
+                "DELETE FROM refresh_tokens
+                 WHERE hash = ?1 AND grant_id = ?2 AND consumed_at IS NULL",
+            )?
+            .execute(params![refresh_hash, grant_id])?;
+        if deleted != 1 {
+            return Ok(false);
+        }
+    }
+    tx.prepare_cached("DELETE FROM grants WHERE id = ?1")?
+        .execute([grant_id])?;
+    tx.prepare_cached(
+        "UPDATE device_codes SET consumed_at = NULL, grant_id = NULL WHERE hash = ?1",
+    )?
+    .execute([hash])?;
+    Ok(true)
+}
+
+fn device_from_row(row: &Row<'_>) -> rusqlite::Result<DeviceCode> {
+    let decision: Option<String> = row.get(9)?;
+    Ok(DeviceCode {
+        hash: row.get(0)?,
+        user_code_hash: row.get(1)?,
+        client_id: row.get(2)?,
+        scopes: scopes_column(row, 3)?,
+        created_at: row.get(4)?,
+        expires_at: row.get(5)?,
+        kept_until: row.get(6)?,
+        interval: row.get(7)?,
+        last_polled_at: row.get(8)?,
+        decision: match decision {
+            None => None,
+            Some(_) => Some(json_column(row, 9)?),
+        },
+        consumed_at: row.get(10)?,
+    })
 }
 
 /// The body of `redeem_code`, inside its immediate transaction. Only the
