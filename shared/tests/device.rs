@@ -2,40 +2,31 @@
 //! and the connected apps page, driven through the routers on the embedded
 //! store with a clock the test moves.
 
+mod support;
+
+use support::*;
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
 
-use base64::Engine as _;
-use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
-use bytes::Bytes;
 use serde_json::Value;
 use tokenfn_core::config::Config;
 use tokenfn_core::domain::client::Lifetimes;
 use tokenfn_core::domain::{GrantType, Scopes, totp};
+use tokenfn_core::http::Response;
 use tokenfn_core::http::authorize::AuthorizeRouter;
 use tokenfn_core::http::token::TokenRouter;
-use tokenfn_core::http::{Request, Response};
 use tokenfn_core::ports::Clock;
 use tokenfn_core::service::Services;
 use tokenfn_core::service::admin::NewClient;
 use tokenfn_core::sign::LocalSigner;
 use tokenfn_core::store::SqliteStore;
 
-const ISSUER: &str = "https://id.example";
 const CB: &str = "https://app.example/cb";
 const WEB_SECRET: &str = "web-secret-web-secret-web-secret-0123";
 const TV_SECRET: &str = "tv-secret-tv-secret-tv-secret-tv-0123";
 const DEVICE_GRANT: &str = "urn:ietf:params:oauth:grant-type:device_code";
 const PASSWORD: &str = "correct horse battery";
-const T0: i64 = 1_700_000_000;
-
-struct TestClock(AtomicI64);
-
-impl Clock for TestClock {
-    fn now(&self) -> i64 {
-        self.0.load(Ordering::SeqCst)
-    }
-}
 
 struct Env {
     clock: Arc<TestClock>,
@@ -245,87 +236,6 @@ fn secret_of(otpauth: &str) -> String {
         .find(|(k, _)| k == "secret")
         .map(|(_, v)| v.into_owned())
         .unwrap()
-}
-
-fn enc(s: &str) -> String {
-    url::form_urlencoded::byte_serialize(s.as_bytes()).collect()
-}
-
-fn get(uri: &str, cookie: &str) -> Request {
-    let mut b = http::Request::builder().method("GET").uri(uri);
-    if !cookie.is_empty() {
-        b = b.header("cookie", cookie);
-    }
-    b.body(Bytes::new()).unwrap()
-}
-
-fn post(uri: &str, form: &str, cookie: &str) -> Request {
-    let mut b = http::Request::builder()
-        .method("POST")
-        .uri(uri)
-        .header("content-type", "application/x-www-form-urlencoded");
-    if !cookie.is_empty() {
-        b = b.header("cookie", cookie);
-    }
-    b.body(Bytes::from(form.to_owned())).unwrap()
-}
-
-fn basic(mut req: Request, id: &str, secret: &str) -> Request {
-    let value = format!("Basic {}", STANDARD.encode(format!("{id}:{secret}")));
-    req.headers_mut()
-        .insert("authorization", value.parse().unwrap());
-    req
-}
-
-fn body(resp: &Response) -> String {
-    String::from_utf8_lossy(resp.body()).into_owned()
-}
-
-fn json(resp: &Response) -> Value {
-    serde_json::from_slice(resp.body()).unwrap()
-}
-
-fn error_of(resp: &Response) -> String {
-    json(resp)["error"].as_str().unwrap_or_default().to_owned()
-}
-
-fn hidden(page: &str, name: &str) -> String {
-    let marker = format!("name=\"{name}\" value=\"");
-    let start = page
-        .find(&marker)
-        .unwrap_or_else(|| panic!("no {name} in {page}"))
-        + marker.len();
-    page[start..][..page[start..].find('"').unwrap()].to_owned()
-}
-
-fn absorb_cookies(resp: &Response, jar: &mut String) {
-    for v in resp.headers().get_all("set-cookie") {
-        let pair = v.to_str().unwrap().split(';').next().unwrap().to_owned();
-        let name = pair.split('=').next().unwrap().to_owned();
-        let mut kept: Vec<String> = jar
-            .split("; ")
-            .filter(|c| !c.is_empty() && !c.starts_with(&format!("{name}=")))
-            .map(str::to_owned)
-            .collect();
-        kept.push(pair);
-        *jar = kept.join("; ");
-    }
-}
-
-fn location(resp: &Response) -> url::Url {
-    url::Url::parse(resp.headers()["location"].to_str().unwrap()).unwrap()
-}
-
-fn param(resp: &Response, name: &str) -> Option<String> {
-    location(resp)
-        .query_pairs()
-        .find(|(k, _)| k == name)
-        .map(|(_, v)| v.into_owned())
-}
-
-fn claims(jwt: &str) -> Value {
-    let payload = jwt.split('.').nth(1).unwrap();
-    serde_json::from_slice(&URL_SAFE_NO_PAD.decode(payload).unwrap()).unwrap()
 }
 
 /// The text of a page's error message.

@@ -3,6 +3,10 @@
 //! throttling, the MFA requirement at refresh, the per-user grant cap,
 //! introspection (RFC 7662) and UserInfo (OIDC Core §5.3, RFC 6750).
 
+mod support;
+
+use support::*;
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
 
@@ -14,27 +18,17 @@ use tokenfn_core::config::Config;
 use tokenfn_core::domain::client::Lifetimes;
 use tokenfn_core::domain::secret::hash;
 use tokenfn_core::domain::{Grant, GrantType, RefreshToken, Scopes};
+use tokenfn_core::http::Response;
 use tokenfn_core::http::token::TokenRouter;
-use tokenfn_core::http::{Request, Response};
 use tokenfn_core::ports::Clock;
 use tokenfn_core::service::Services;
 use tokenfn_core::service::admin::NewClient;
 use tokenfn_core::sign::LocalSigner;
 use tokenfn_core::store::SqliteStore;
 
-const ISSUER: &str = "https://id.example";
 const SECRET: &str = "pw-secret-pw-secret-pw-secret-pw-0123";
 const RS_SECRET: &str = "rs-secret-rs-secret-rs-secret-rs-0123";
 const PASSWORD: &str = "correct horse battery";
-const T0: i64 = 1_700_000_000;
-
-struct TestClock(AtomicI64);
-
-impl Clock for TestClock {
-    fn now(&self) -> i64 {
-        self.0.load(Ordering::SeqCst)
-    }
-}
 
 struct Env {
     clock: Arc<TestClock>,
@@ -114,7 +108,7 @@ impl Env {
     }
 
     async fn post(&self, path: &str, form: &str, client: Option<(&str, &str)>) -> Response {
-        let mut req = post(path, form);
+        let mut req = post(path, form, "");
         if let Some((id, secret)) = client {
             let value = format!("Basic {}", STANDARD.encode(format!("{id}:{secret}")));
             req.headers_mut()
@@ -134,7 +128,7 @@ impl Env {
 
     async fn tokens(&self, user: &str, scope: &str) -> Value {
         let resp = self.password(user, PASSWORD, scope).await;
-        assert_eq!(resp.status(), 200, "{}", text(&resp));
+        assert_eq!(resp.status(), 200, "{}", body(&resp));
         json(&resp)
     }
 
@@ -151,7 +145,7 @@ impl Env {
                 Some(client),
             )
             .await;
-        assert_eq!(resp.status(), 200, "{}", text(&resp));
+        assert_eq!(resp.status(), 200, "{}", body(&resp));
         assert_eq!(resp.headers()["cache-control"], "no-store");
         json(&resp)
     }
@@ -184,28 +178,7 @@ impl Env {
     }
 }
 
-fn enc(s: &str) -> String {
-    url::form_urlencoded::byte_serialize(s.as_bytes()).collect()
-}
-
-fn post(uri: &str, form: &str) -> Request {
-    http::Request::builder()
-        .method("POST")
-        .uri(uri)
-        .header("content-type", "application/x-www-form-urlencoded")
-        .body(Bytes::from(form.to_owned()))
-        .unwrap()
-}
-
-fn text(resp: &Response) -> String {
-    String::from_utf8_lossy(resp.body()).into_owned()
-}
-
-fn json(resp: &Response) -> Value {
-    serde_json::from_slice(resp.body()).unwrap()
-}
-
-fn error_of(resp: &Response) -> (u16, String, String) {
+fn error_triple(resp: &Response) -> (u16, String, String) {
     let body = json(resp);
     (
         resp.status().as_u16(),
@@ -215,11 +188,6 @@ fn error_of(resp: &Response) -> (u16, String, String) {
             .unwrap_or_default()
             .to_owned(),
     )
-}
-
-fn claims(jwt: &str) -> Value {
-    let payload = jwt.split('.').nth(1).unwrap();
-    serde_json::from_slice(&URL_SAFE_NO_PAD.decode(payload).unwrap()).unwrap()
 }
 
 // ------------------------------------------------------------ password grant
@@ -238,7 +206,7 @@ async fn password_grant_issues_tokens_and_a_refresh_token_only_with_offline_acce
     assert!(id.get("nonce").is_none());
     let rt = t["refresh_token"].as_str().unwrap();
     let r = env.refresh(rt).await;
-    assert_eq!(r.status(), 200, "{}", text(&r));
+    assert_eq!(r.status(), 200, "{}", body(&r));
 
     // No scope: the client's scopes, without offline_access.
     let t = env.tokens("alice", "").await;
@@ -251,7 +219,7 @@ async fn password_grant_issues_tokens_and_a_refresh_token_only_with_offline_acce
         enc(PASSWORD)
     );
     let r = env.post("/oauth/token", &form, None).await;
-    assert_eq!(r.status(), 200, "{}", text(&r));
+    assert_eq!(r.status(), 200, "{}", body(&r));
 }
 
 #[tokio::test]
@@ -263,10 +231,10 @@ async fn password_grant_errors() {
         enc(PASSWORD)
     );
     let r = env.post("/oauth/token", &form, Some(("web", SECRET))).await;
-    assert_eq!(error_of(&r).1, "unauthorized_client");
+    assert_eq!(error_triple(&r).1, "unauthorized_client");
     // A wrong password and an unknown user read the same.
-    let wrong = error_of(&env.password("alice", "not the password", "api").await);
-    let unknown = error_of(&env.password("mallory", "not the password", "api").await);
+    let wrong = error_triple(&env.password("alice", "not the password", "api").await);
+    let unknown = error_triple(&env.password("mallory", "not the password", "api").await);
     assert_eq!(wrong, unknown);
     assert_eq!(wrong.1, "invalid_grant");
     // Missing fields and scopes the client does not have.
@@ -277,9 +245,9 @@ async fn password_grant_errors() {
             Some(("pw", SECRET)),
         )
         .await;
-    assert_eq!(error_of(&r).1, "invalid_request");
+    assert_eq!(error_triple(&r).1, "invalid_request");
     assert_eq!(
-        error_of(&env.password("alice", PASSWORD, "admin").await).1,
+        error_triple(&env.password("alice", PASSWORD, "admin").await).1,
         "invalid_scope"
     );
     // Client authentication still comes first.
@@ -290,7 +258,7 @@ async fn password_grant_errors() {
             Some(("pw", "wrong-secret-wrong-secret-wrong-secret")),
         )
         .await;
-    assert_eq!(error_of(&r).0, 401);
+    assert_eq!(error_triple(&r).0, 401);
 }
 
 #[tokio::test]
@@ -298,25 +266,25 @@ async fn password_failures_back_off_per_user_and_then_clear() {
     let env = Env::new(200).await;
     for _ in 0..5 {
         assert!(
-            error_of(&env.password("alice", "guess", "api").await)
+            error_triple(&env.password("alice", "guess", "api").await)
                 .2
                 .contains("wrong")
         );
     }
     // The sixth failure starts a wait that even the right password must respect.
-    let sixth = error_of(&env.password("alice", "guess", "api").await);
+    let sixth = error_triple(&env.password("alice", "guess", "api").await);
     assert!(sixth.2.contains("wrong"), "{sixth:?}");
-    let held = error_of(&env.password("alice", PASSWORD, "api").await);
+    let held = error_triple(&env.password("alice", PASSWORD, "api").await);
     assert_eq!(held.1, "invalid_grant");
     assert!(held.2.contains("try again in 1 second"), "{held:?}");
     // Each further failure doubles it.
     env.advance(1);
     assert!(
-        error_of(&env.password("alice", "guess", "api").await)
+        error_triple(&env.password("alice", "guess", "api").await)
             .2
             .contains("wrong")
     );
-    let held = error_of(&env.password("alice", PASSWORD, "api").await);
+    let held = error_triple(&env.password("alice", PASSWORD, "api").await);
     assert!(held.2.contains("try again in 2 seconds"), "{held:?}");
     // Another user is not held.
     env.tokens("bob", "api").await;
@@ -325,7 +293,7 @@ async fn password_failures_back_off_per_user_and_then_clear() {
     // Success cleared the counter: five free tries again.
     for _ in 0..5 {
         assert!(
-            error_of(&env.password("alice", "guess", "api").await)
+            error_triple(&env.password("alice", "guess", "api").await)
                 .2
                 .contains("wrong")
         );
@@ -338,11 +306,11 @@ async fn password_failures_back_off_per_client() {
     // Twenty failures spread over many usernames (credential stuffing).
     for i in 0..20 {
         let r = env.password(&format!("user{i}"), "guess", "api").await;
-        assert!(error_of(&r).2.contains("wrong"));
+        assert!(error_triple(&r).2.contains("wrong"));
     }
     let r = env.password("user99", "guess", "api").await;
-    assert!(error_of(&r).2.contains("wrong"));
-    let held = error_of(&env.password("bob", PASSWORD, "api").await);
+    assert!(error_triple(&r).2.contains("wrong"));
+    let held = error_triple(&env.password("bob", PASSWORD, "api").await);
     assert!(held.2.contains("try again"), "{held:?}");
     // Another client is not held.
     let form = format!(
@@ -356,20 +324,20 @@ async fn password_failures_back_off_per_client() {
 async fn password_grant_refuses_users_and_clients_that_need_a_second_factor() {
     let env = Env::new(200).await;
     env.services.enroll_mfa("alice").await.unwrap();
-    let (_, code, description) = error_of(&env.password("alice", PASSWORD, "api").await);
+    let (_, code, description) = error_triple(&env.password("alice", PASSWORD, "api").await);
     assert_eq!(code, "invalid_grant");
     assert!(
         description.contains("two-step verification"),
         "{description}"
     );
     // A wrong password says nothing about the second factor.
-    let (_, _, wrong) = error_of(&env.password("alice", "guess", "api").await);
+    let (_, _, wrong) = error_triple(&env.password("alice", "guess", "api").await);
     assert!(!wrong.contains("two-step"), "{wrong}");
 
     env.services.reset_mfa("alice").await.unwrap();
     env.tokens("alice", "api").await;
     env.services.set_require_mfa("pw", true).await.unwrap();
-    let (_, _, description) = error_of(&env.password("bob", PASSWORD, "api").await);
+    let (_, _, description) = error_triple(&env.password("bob", PASSWORD, "api").await);
     assert!(
         description.contains("two-step verification"),
         "{description}"
@@ -419,7 +387,7 @@ async fn requiring_mfa_stops_refresh_tokens_of_grants_made_without_it() {
     mfa_grant(&env, "bob", "pw", with).await;
 
     env.services.set_require_mfa("pw", true).await.unwrap();
-    let (status, code, description) = error_of(&env.refresh(&rt).await);
+    let (status, code, description) = error_triple(&env.refresh(&rt).await);
     assert_eq!((status, code.as_str()), (400, "invalid_grant"));
     assert!(
         description.contains("authorization endpoint again"),
@@ -430,7 +398,7 @@ async fn requiring_mfa_stops_refresh_tokens_of_grants_made_without_it() {
         r.status(),
         200,
         "a grant made with MFA keeps working: {}",
-        text(&r)
+        body(&r)
     );
     // Introspection agrees.
     assert_eq!(env.introspect(&rt, ("pw", SECRET)).await["active"], false);
@@ -449,7 +417,7 @@ async fn a_new_grant_beyond_the_cap_revokes_the_oldest() {
         tokens.push(t["refresh_token"].as_str().unwrap().to_owned());
         env.advance(1);
     }
-    let (_, code, _) = error_of(&env.refresh(&tokens[0]).await);
+    let (_, code, _) = error_triple(&env.refresh(&tokens[0]).await);
     assert_eq!(code, "invalid_grant", "the oldest grant was revoked");
     for rt in &tokens[1..] {
         assert_eq!(env.refresh(rt).await.status(), 200);
@@ -591,12 +559,12 @@ async fn introspection_needs_an_authenticated_client() {
             None,
         )
         .await;
-    assert_eq!(error_of(&r).0, 401);
-    assert_eq!(error_of(&r).1, "invalid_client");
+    assert_eq!(error_triple(&r).0, 401);
+    assert_eq!(error_triple(&r).1, "invalid_client");
     let r = env
         .post("/oauth/introspect", &format!("token={at}"), None)
         .await;
-    assert_eq!(error_of(&r).1, "invalid_client");
+    assert_eq!(error_triple(&r).1, "invalid_client");
     let r = env
         .post(
             "/oauth/introspect",
@@ -604,12 +572,12 @@ async fn introspection_needs_an_authenticated_client() {
             Some(("rs", "wrong-secret-wrong-secret-wrong")),
         )
         .await;
-    assert_eq!(error_of(&r).0, 401);
+    assert_eq!(error_triple(&r).0, 401);
     assert!(r.headers().contains_key("www-authenticate"));
     let r = env
         .post("/oauth/introspect", "", Some(("rs", RS_SECRET)))
         .await;
-    assert_eq!(error_of(&r).1, "invalid_request");
+    assert_eq!(error_triple(&r).1, "invalid_request");
 }
 
 // ------------------------------------------------------------------ UserInfo
@@ -620,7 +588,7 @@ async fn userinfo_gives_the_claims_the_scopes_allow() {
     let t = env.tokens("alice", "openid profile email").await;
     let at = t["access_token"].as_str().unwrap();
     let r = env.userinfo(at).await;
-    assert_eq!(r.status(), 200, "{}", text(&r));
+    assert_eq!(r.status(), 200, "{}", body(&r));
     assert_eq!(r.headers()["cache-control"], "no-store");
     let info = json(&r);
     assert_eq!(info["sub"], claims(at)["sub"]);
@@ -676,7 +644,7 @@ async fn userinfo_bearer_errors() {
 
     let t = env.tokens("alice", "openid offline_access").await;
     let at = t["access_token"].as_str().unwrap();
-    let mut req = post("/userinfo", &format!("access_token={at}"));
+    let mut req = post("/userinfo", &format!("access_token={at}"), "");
     req.headers_mut()
         .insert("authorization", format!("Bearer {at}").parse().unwrap());
     assert_eq!(

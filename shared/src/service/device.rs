@@ -228,14 +228,13 @@ impl Services {
             }
         };
         tracing::info!(grant = %grant.id, client = %client.id, refresh = refresh_token.is_some(), openid = grant.scopes.contains(OPENID), "device code redeemed");
-        Ok(TokenResponse {
+        Ok(TokenResponse::bearer(
+            &client,
+            &grant.scopes,
             access_token,
-            token_type: "Bearer",
-            expires_in: client.lifetimes.access_token,
-            scope: grant.scopes.to_string(),
             refresh_token,
             id_token,
-        })
+        ))
     }
 
     /// RFC 8628 §3.5: the interval grows by 5 seconds for this and every

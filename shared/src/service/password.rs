@@ -124,13 +124,12 @@ impl Services {
             }
         };
         tracing::info!(grant = %grant.id, client = %client.id, refresh = refresh_token.is_some(), openid = scopes.contains(OPENID), "password grant issued");
-        Ok(TokenResponse {
+        Ok(TokenResponse::bearer(
+            &client,
+            &scopes,
             access_token,
-            token_type: "Bearer",
-            expires_in: client.lifetimes.access_token,
-            scope: scopes.to_string(),
             refresh_token,
             id_token,
-        })
+        ))
     }
 }

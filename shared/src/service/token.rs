@@ -26,6 +26,26 @@ pub struct TokenResponse {
     pub id_token: Option<String>,
 }
 
+impl TokenResponse {
+    /// The answer to `client`: its access token lifetime, the scopes granted.
+    pub(crate) fn bearer(
+        client: &Client,
+        scopes: &Scopes,
+        access_token: String,
+        refresh_token: Option<String>,
+        id_token: Option<String>,
+    ) -> Self {
+        Self {
+            access_token,
+            token_type: "Bearer",
+            expires_in: client.lifetimes.access_token,
+            scope: scopes.to_string(),
+            refresh_token,
+            id_token,
+        }
+    }
+}
+
 /// The parameters of an authorization_code token request.
 pub struct CodeExchange<'a> {
     pub code: &'a str,
@@ -219,14 +239,13 @@ impl Services {
             }
         };
         tracing::info!(grant = %grant.id, client = %client.id, refresh, "code redeemed");
-        Ok(TokenResponse {
+        Ok(TokenResponse::bearer(
+            &client,
+            &grant.scopes,
             access_token,
-            token_type: "Bearer",
-            expires_in: client.lifetimes.access_token,
-            scope: grant.scopes.to_string(),
             refresh_token,
             id_token,
-        })
+        ))
     }
 
     /// RFC 6749 §4.1.2: a code used twice revokes what it issued.
@@ -303,14 +322,13 @@ impl Services {
             }
         };
         tracing::info!(grant = %view.grant.id, client = %client.id, token = log_prefix(&old_hash), "refresh token rotated");
-        Ok(TokenResponse {
+        Ok(TokenResponse::bearer(
+            &client,
+            &scopes,
             access_token,
-            token_type: "Bearer",
-            expires_in: client.lifetimes.access_token,
-            scope: scopes.to_string(),
-            refresh_token: Some(new_token),
+            Some(new_token),
             id_token,
-        })
+        ))
     }
 
     /// RFC 9700 §4.14.2: a consumed refresh token presented again means one
@@ -366,14 +384,13 @@ impl Services {
         };
         let access_token = self.sign_jwt("at+jwt", &claims).await?;
         tracing::info!(client = %client.id, "client credentials token issued");
-        Ok(TokenResponse {
+        Ok(TokenResponse::bearer(
+            &client,
+            &scopes,
             access_token,
-            token_type: "Bearer",
-            expires_in: client.lifetimes.access_token,
-            scope: scopes.to_string(),
-            refresh_token: None,
-            id_token: None,
-        })
+            None,
+            None,
+        ))
     }
 
     /// The access token (RFC 9068) and, for OpenID grants, the ID token;

@@ -392,6 +392,90 @@ impl DynamoStore {
     }
 
     /// Revokes the grant stored under `pk` if it is active: 1, else 0.
+    /// The actions of a transaction that creates `grant` with its first
+    /// refresh token (both new), after `first` when there is one.
+    fn with_new_grant(
+        &self,
+        first: Option<TransactWriteItem>,
+        grant: &Grant,
+        refresh: Option<&RefreshToken>,
+    ) -> Result<(Vec<TransactWriteItem>, GrantSnapshot), StoreError> {
+        let snapshot = GrantSnapshot::of(grant);
+        let mut items: Vec<TransactWriteItem> = first.into_iter().collect();
+        items.push(
+            TransactWriteItem::builder()
+                .put(self.put_new(grant_item(grant))?)
+                .build(),
+        );
+        if let Some(token) = refresh {
+            items.push(
+                TransactWriteItem::builder()
+                    .put(self.put_new(refresh_item(token, &snapshot))?)
+                    .build(),
+            );
+        }
+        Ok((items, snapshot))
+    }
+
+    /// The Update that makes the code or device code `pk`, consumed for
+    /// `grant_id`, unconsumed again (`remove`: the attributes to drop).
+    fn unconsume(&self, pk: String, remove: &str, grant_id: &str) -> Result<Update, StoreError> {
+        built(
+            Update::builder()
+                .table_name(&self.table)
+                .key(PK, s(pk))
+                .update_expression(remove)
+                .condition_expression(
+                    "attribute_exists(#pk) AND attribute_exists(#consumed) AND #grant = :grant",
+                )
+                .expression_attribute_names("#pk", PK)
+                .expression_attribute_names("#consumed", "consumed_at")
+                .expression_attribute_names("#grant", "grant_id")
+                .expression_attribute_values(":grant", s(grant_id))
+                .build(),
+        )
+    }
+
+    /// One TransactWriteItems: `restore`, Delete the grant (present and
+    /// unrevoked), Delete its first refresh token if there is one
+    /// (unconsumed, of this grant). A condition failure is `false`.
+    async fn undo_grant(
+        &self,
+        op: &'static str,
+        restore: Update,
+        grant_id: &str,
+        refresh_hash: Option<&str>,
+    ) -> Result<bool, StoreError> {
+        let delete_grant = built(
+            Delete::builder()
+                .table_name(&self.table)
+                .key(PK, s(grant_key(grant_id)))
+                .condition_expression("attribute_exists(#pk) AND attribute_not_exists(#revoked)")
+                .expression_attribute_names("#pk", PK)
+                .expression_attribute_names("#revoked", "revoked_at")
+                .build(),
+        )?;
+        let mut items = vec![
+            TransactWriteItem::builder().update(restore).build(),
+            TransactWriteItem::builder().delete(delete_grant).build(),
+        ];
+        if let Some(refresh_hash) = refresh_hash {
+            items.push(
+                TransactWriteItem::builder()
+                    .delete(self.delete_unconsumed_token(refresh_hash, grant_id)?)
+                    .build(),
+            );
+        }
+        match self.transact(op, items).await? {
+            Transacted::Committed => {
+                self.forget(grant_id);
+                Ok(true)
+            }
+            Transacted::Cancelled(reasons) if any_failed(&reasons) => Ok(false),
+            Transacted::Cancelled(reasons) => Err(cancelled(op, &reasons)),
+        }
+    }
+
     async fn revoke_item(&self, op: &'static str, pk: String, now: i64) -> Result<u64, StoreError> {
         let updated = self
             .client
@@ -567,6 +651,20 @@ const TRANSACTION_CONFLICT: &str = "TransactionConflict";
 /// Whether the `at`-th action of a cancelled transaction failed its condition.
 fn failed(reasons: &[CancellationReason], at: usize) -> bool {
     reasons.get(at).and_then(|r| r.code()) == Some(CONDITION_FAILED)
+}
+
+/// The conflict of a cancelled grant creation whose grant Put is action
+/// `at` and its refresh token's Put the next, if one of them failed.
+fn grant_conflict(reasons: &[CancellationReason], at: usize) -> Option<StoreError> {
+    if failed(reasons, at) {
+        Some(StoreError::Conflict("a grant with this id exists".into()))
+    } else if failed(reasons, at + 1) {
+        Some(StoreError::Conflict(
+            "a refresh token with this hash exists".into(),
+        ))
+    } else {
+        None
+    }
 }
 
 /// Whether any action of a cancelled transaction failed its condition.
@@ -824,20 +922,8 @@ impl Store for DynamoStore {
                 )
                 .build(),
         )?;
-        let snapshot = GrantSnapshot::of(grant);
-        let mut items = vec![
-            TransactWriteItem::builder().update(consume).build(),
-            TransactWriteItem::builder()
-                .put(self.put_new(grant_item(grant))?)
-                .build(),
-        ];
-        if let Some(token) = refresh {
-            items.push(
-                TransactWriteItem::builder()
-                    .put(self.put_new(refresh_item(token, &snapshot))?)
-                    .build(),
-            );
-        }
+        let consume = TransactWriteItem::builder().update(consume).build();
+        let (items, snapshot) = self.with_new_grant(Some(consume), grant, refresh)?;
         let reasons = match self.transact("redeem_code", items).await? {
             Transacted::Committed => {
                 self.remember(snapshot);
@@ -862,15 +948,7 @@ impl Store for DynamoStore {
                 grant_id: fields.s("grant_id")?,
             });
         }
-        if failed(&reasons, 1) {
-            return Err(StoreError::Conflict("a grant with this id exists".into()));
-        }
-        if failed(&reasons, 2) {
-            return Err(StoreError::Conflict(
-                "a refresh token with this hash exists".into(),
-            ));
-        }
-        Err(cancelled("redeem_code", &reasons))
+        Err(grant_conflict(&reasons, 1).unwrap_or_else(|| cancelled("redeem_code", &reasons)))
     }
 
     /// One TransactWriteItems: the grant and its first refresh token, both new.
@@ -879,31 +957,16 @@ impl Store for DynamoStore {
         grant: &Grant,
         refresh: Option<&RefreshToken>,
     ) -> Result<(), StoreError> {
-        let snapshot = GrantSnapshot::of(grant);
-        let mut items = vec![
-            TransactWriteItem::builder()
-                .put(self.put_new(grant_item(grant))?)
-                .build(),
-        ];
-        if let Some(token) = refresh {
-            items.push(
-                TransactWriteItem::builder()
-                    .put(self.put_new(refresh_item(token, &snapshot))?)
-                    .build(),
-            );
-        }
+        let (items, snapshot) = self.with_new_grant(None, grant, refresh)?;
         match self.transact("create_grant", items).await? {
             Transacted::Committed => {
                 self.remember(snapshot);
                 Ok(())
             }
-            Transacted::Cancelled(reasons) if failed(&reasons, 0) => {
-                Err(StoreError::Conflict("a grant with this id exists".into()))
+            Transacted::Cancelled(reasons) => {
+                Err(grant_conflict(&reasons, 0)
+                    .unwrap_or_else(|| cancelled("create_grant", &reasons)))
             }
-            Transacted::Cancelled(reasons) if failed(&reasons, 1) => Err(StoreError::Conflict(
-                "a refresh token with this hash exists".into(),
-            )),
-            Transacted::Cancelled(reasons) => Err(cancelled("create_grant", &reasons)),
         }
     }
 
@@ -1106,48 +1169,9 @@ impl Store for DynamoStore {
         grant_id: &str,
         refresh_hash: Option<&str>,
     ) -> Result<bool, StoreError> {
-        let restore_code = built(
-            Update::builder()
-                .table_name(&self.table)
-                .key(PK, s(code_key(code_hash)))
-                .update_expression("REMOVE #consumed")
-                .condition_expression(
-                    "attribute_exists(#pk) AND attribute_exists(#consumed) AND #grant = :grant",
-                )
-                .expression_attribute_names("#pk", PK)
-                .expression_attribute_names("#consumed", "consumed_at")
-                .expression_attribute_names("#grant", "grant_id")
-                .expression_attribute_values(":grant", s(grant_id))
-                .build(),
-        )?;
-        let delete_grant = built(
-            Delete::builder()
-                .table_name(&self.table)
-                .key(PK, s(grant_key(grant_id)))
-                .condition_expression("attribute_exists(#pk) AND attribute_not_exists(#revoked)")
-                .expression_attribute_names("#pk", PK)
-                .expression_attribute_names("#revoked", "revoked_at")
-                .build(),
-        )?;
-        let mut items = vec![
-            TransactWriteItem::builder().update(restore_code).build(),
-            TransactWriteItem::builder().delete(delete_grant).build(),
-        ];
-        if let Some(refresh_hash) = refresh_hash {
-            items.push(
-                TransactWriteItem::builder()
-                    .delete(self.delete_unconsumed_token(refresh_hash, grant_id)?)
-                    .build(),
-            );
-        }
-        match self.transact("undo_redemption", items).await? {
-            Transacted::Committed => {
-                self.forget(grant_id);
-                Ok(true)
-            }
-            Transacted::Cancelled(reasons) if any_failed(&reasons) => Ok(false),
-            Transacted::Cancelled(reasons) => Err(cancelled("undo_redemption", &reasons)),
-        }
+        let restore = self.unconsume(code_key(code_hash), "REMOVE #consumed", grant_id)?;
+        self.undo_grant("undo_redemption", restore, grant_id, refresh_hash)
+            .await
     }
 
     /// A consistent GetItem of the presented token, a second of its
@@ -1435,33 +1459,16 @@ impl Store for DynamoStore {
                 .expression_attribute_values(":approved", s(approved))
                 .build(),
         )?;
-        let snapshot = GrantSnapshot::of(grant);
-        let mut items = vec![
-            TransactWriteItem::builder().update(consume).build(),
-            TransactWriteItem::builder()
-                .put(self.put_new(grant_item(grant))?)
-                .build(),
-        ];
-        if let Some(token) = refresh {
-            items.push(
-                TransactWriteItem::builder()
-                    .put(self.put_new(refresh_item(token, &snapshot))?)
-                    .build(),
-            );
-        }
+        let consume = TransactWriteItem::builder().update(consume).build();
+        let (items, snapshot) = self.with_new_grant(Some(consume), grant, refresh)?;
         match self.transact("redeem_device_code", items).await? {
             Transacted::Committed => {
                 self.remember(snapshot);
                 Ok(true)
             }
             Transacted::Cancelled(reasons) if failed(&reasons, 0) => Ok(false),
-            Transacted::Cancelled(reasons) if failed(&reasons, 1) => {
-                Err(StoreError::Conflict("a grant with this id exists".into()))
-            }
-            Transacted::Cancelled(reasons) if failed(&reasons, 2) => Err(StoreError::Conflict(
-                "a refresh token with this hash exists".into(),
-            )),
-            Transacted::Cancelled(reasons) => Err(cancelled("redeem_device_code", &reasons)),
+            Transacted::Cancelled(reasons) => Err(grant_conflict(&reasons, 1)
+                .unwrap_or_else(|| cancelled("redeem_device_code", &reasons))),
         }
     }
 
@@ -1475,48 +1482,9 @@ impl Store for DynamoStore {
         grant_id: &str,
         refresh_hash: Option<&str>,
     ) -> Result<bool, StoreError> {
-        let restore = built(
-            Update::builder()
-                .table_name(&self.table)
-                .key(PK, s(device_key(hash)))
-                .update_expression("REMOVE #consumed, #grant")
-                .condition_expression(
-                    "attribute_exists(#pk) AND attribute_exists(#consumed) AND #grant = :grant",
-                )
-                .expression_attribute_names("#pk", PK)
-                .expression_attribute_names("#consumed", "consumed_at")
-                .expression_attribute_names("#grant", "grant_id")
-                .expression_attribute_values(":grant", s(grant_id))
-                .build(),
-        )?;
-        let delete_grant = built(
-            Delete::builder()
-                .table_name(&self.table)
-                .key(PK, s(grant_key(grant_id)))
-                .condition_expression("attribute_exists(#pk) AND attribute_not_exists(#revoked)")
-                .expression_attribute_names("#pk", PK)
-                .expression_attribute_names("#revoked", "revoked_at")
-                .build(),
-        )?;
-        let mut items = vec![
-            TransactWriteItem::builder().update(restore).build(),
-            TransactWriteItem::builder().delete(delete_grant).build(),
-        ];
-        if let Some(refresh_hash) = refresh_hash {
-            items.push(
-                TransactWriteItem::builder()
-                    .delete(self.delete_unconsumed_token(refresh_hash, grant_id)?)
-                    .build(),
-            );
-        }
-        match self.transact("undo_device_redemption", items).await? {
-            Transacted::Committed => {
-                self.forget(grant_id);
-                Ok(true)
-            }
-            Transacted::Cancelled(reasons) if any_failed(&reasons) => Ok(false),
-            Transacted::Cancelled(reasons) => Err(cancelled("undo_device_redemption", &reasons)),
-        }
+        let restore = self.unconsume(device_key(hash), "REMOVE #consumed, #grant", grant_id)?;
+        self.undo_grant("undo_device_redemption", restore, grant_id, refresh_hash)
+            .await
     }
 }
 

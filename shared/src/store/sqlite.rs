@@ -257,6 +257,29 @@ impl SqliteStore {
         })
     }
 
+    /// Runs `body` (consume a code of some kind, create the grant and its
+    /// first refresh token) in one immediate transaction, committed when
+    /// `wrote` says its outcome changed something.
+    async fn redeem<T: Send + 'static>(
+        &self,
+        op: &'static str,
+        r: Redemption,
+        body: RedeemBody<T>,
+        wrote: fn(&T) -> bool,
+    ) -> Result<T, StoreError> {
+        let gc = self.gc_due();
+        self.run(op, move |conn| {
+            let outcome = atomically(
+                conn,
+                |tx| body(tx, &r.hash, &r.grant, r.refresh.as_ref(), r.now),
+                wrote,
+            )?;
+            after_write(conn, gc, r.now);
+            Ok(outcome)
+        })
+        .await
+    }
+
     /// Runs `op` on the connection in the blocking pool: SQLite calls block
     /// (on disk and on other processes' locks) and must not stall the runtime.
     /// Revokes every active grant whose `column` is `value`.
@@ -332,6 +355,30 @@ fn collect_garbage(conn: &Connection, now: i64) -> rusqlite::Result<usize> {
         .prepare_cached("DELETE FROM device_codes WHERE kept_until <= ?1")?
         .execute([now])?;
     Ok(deleted)
+}
+
+/// The body of a redemption inside its transaction: the code's hash, the
+/// grant, its first refresh token, now.
+type RedeemBody<T> =
+    fn(&Transaction<'_>, &str, &Grant, Option<&RefreshToken>, i64) -> Result<T, Failure>;
+
+/// What a redemption writes, owned for the blocking pool.
+struct Redemption {
+    hash: String,
+    grant: Grant,
+    refresh: Option<RefreshToken>,
+    now: i64,
+}
+
+impl Redemption {
+    fn new(hash: &str, grant: &Grant, refresh: Option<&RefreshToken>, now: i64) -> Self {
+        Self {
+            hash: hash.to_owned(),
+            grant: grant.clone(),
+            refresh: refresh.cloned(),
+            now,
+        }
+    }
 }
 
 /// Housekeeping after a write has committed (or rolled back), outside its
@@ -706,18 +753,9 @@ impl Store for SqliteStore {
         refresh: Option<&RefreshToken>,
         now: i64,
     ) -> Result<Redeemed, StoreError> {
-        let hash = hash.to_owned();
-        let grant = grant.clone();
-        let refresh = refresh.cloned();
-        let gc = self.gc_due();
-        self.run("redeem_code", move |conn| {
-            let outcome = atomically(
-                conn,
-                |tx| redeem_in(tx, &hash, &grant, refresh.as_ref(), now),
-                |o| *o == Redeemed::Issued,
-            )?;
-            after_write(conn, gc, now);
-            Ok(outcome)
+        let redemption = Redemption::new(hash, grant, refresh, now);
+        self.redeem("redeem_code", redemption, redeem_in, |o| {
+            *o == Redeemed::Issued
         })
         .await
     }
@@ -1105,20 +1143,9 @@ impl Store for SqliteStore {
         refresh: Option<&RefreshToken>,
         now: i64,
     ) -> Result<bool, StoreError> {
-        let hash = hash.to_owned();
-        let grant = grant.clone();
-        let refresh = refresh.cloned();
-        let gc = self.gc_due();
-        self.run("redeem_device_code", move |conn| {
-            let redeemed = atomically(
-                conn,
-                |tx| redeem_device_in(tx, &hash, &grant, refresh.as_ref(), now),
-                |redeemed| *redeemed,
-            )?;
-            after_write(conn, gc, now);
-            Ok(redeemed)
-        })
-        .await
+        let redemption = Redemption::new(hash, grant, refresh, now);
+        self.redeem("redeem_device_code", redemption, redeem_device_in, |o| *o)
+            .await
     }
 
     async fn undo_device_redemption(
@@ -1194,27 +1221,9 @@ fn undo_device_in(
         .query_row(params![hash, grant_id], |_| Ok(()))
         .optional()?
         .is_some();
-    let grant_unrevoked = tx
-        .prepare_cached("SELECT 1 FROM grants WHERE id = ?1 AND revoked_at IS NULL")?
-        .query_row([grant_id], |_| Ok(()))
-        .optional()?
-        .is_some();
-    if !consumed_for_grant || !grant_unrevoked {
+    if !consumed_for_grant || !delete_new_grant(tx, grant_id, refresh_hash)? {
         return Ok(false);
     }
-    if let Some(refresh_hash) = refresh_hash {
-        let deleted = tx
-            .prepare_cached(
-                "DELETE FROM refresh_tokens
-                 WHERE hash = ?1 AND grant_id = ?2 AND consumed_at IS NULL",
-            )?
-            .execute(params![refresh_hash, grant_id])?;
-        if deleted != 1 {
-            return Ok(false);
-        }
-    }
-    tx.prepare_cached("DELETE FROM grants WHERE id = ?1")?
-        .execute([grant_id])?;
     tx.prepare_cached(
         "UPDATE device_codes SET consumed_at = NULL, grant_id = NULL WHERE hash = ?1",
     )?
@@ -1362,23 +1371,15 @@ fn rotate_in(
 /// grant revoked since the redemption (a replay of the code, an admin) is
 /// never taken back, or the code would become redeemable again and the
 /// revocation would be forgotten.
-fn undo_redemption_in(
+/// Deletes a grant that is still unrevoked and its first refresh token
+/// (`refresh_hash`, if any) while unconsumed. `false` when either condition
+/// fails: the caller's transaction must then roll back, for the grant was
+/// used or revoked and stands.
+fn delete_new_grant(
     tx: &Transaction<'_>,
-    code_hash: &str,
     grant_id: &str,
     refresh_hash: Option<&str>,
 ) -> Result<bool, Failure> {
-    let code_redeemed_for_grant = tx
-        .prepare_cached(
-            "SELECT 1 FROM codes
-             WHERE hash = ?1 AND consumed_at IS NOT NULL AND grant_id = ?2",
-        )?
-        .query_row(params![code_hash, grant_id], |_| Ok(()))
-        .optional()?
-        .is_some();
-    if !code_redeemed_for_grant {
-        return Ok(false);
-    }
     let grant_unrevoked = tx
         .prepare_cached("SELECT 1 FROM grants WHERE id = ?1 AND revoked_at IS NULL")?
         .query_row([grant_id], |_| Ok(()))
@@ -1402,6 +1403,26 @@ fn undo_redemption_in(
     // The indexes on grants follow the row.
     tx.prepare_cached("DELETE FROM grants WHERE id = ?1")?
         .execute([grant_id])?;
+    Ok(true)
+}
+
+fn undo_redemption_in(
+    tx: &Transaction<'_>,
+    code_hash: &str,
+    grant_id: &str,
+    refresh_hash: Option<&str>,
+) -> Result<bool, Failure> {
+    let code_redeemed_for_grant = tx
+        .prepare_cached(
+            "SELECT 1 FROM codes
+             WHERE hash = ?1 AND consumed_at IS NOT NULL AND grant_id = ?2",
+        )?
+        .query_row(params![code_hash, grant_id], |_| Ok(()))
+        .optional()?
+        .is_some();
+    if !code_redeemed_for_grant || !delete_new_grant(tx, grant_id, refresh_hash)? {
+        return Ok(false);
+    }
     tx.prepare_cached("UPDATE codes SET consumed_at = NULL WHERE hash = ?1")?
         .execute([code_hash])?;
     Ok(true)

@@ -1,0 +1,115 @@
+//! What the router tests share: a clock the test moves, requests built by
+//! hand, and readers for the responses and pages that come back.
+
+#![allow(dead_code)] // each test file uses its own part
+
+use std::sync::atomic::{AtomicI64, Ordering};
+
+use base64::Engine as _;
+use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use bytes::Bytes;
+use serde_json::Value;
+use tokenfn_core::http::{Request, Response};
+use tokenfn_core::ports::Clock;
+
+pub const ISSUER: &str = "https://id.example";
+pub const T0: i64 = 1_700_000_000;
+
+pub struct TestClock(pub AtomicI64);
+
+impl TestClock {
+    pub fn at(now: i64) -> Self {
+        Self(AtomicI64::new(now))
+    }
+
+    pub fn advance(&self, secs: i64) {
+        self.0.fetch_add(secs, Ordering::SeqCst);
+    }
+}
+
+impl Clock for TestClock {
+    fn now(&self) -> i64 {
+        self.0.load(Ordering::SeqCst)
+    }
+}
+
+pub fn enc(s: &str) -> String {
+    url::form_urlencoded::byte_serialize(s.as_bytes()).collect()
+}
+
+pub fn get(uri: &str, cookie: &str) -> Request {
+    let mut b = http::Request::builder().method("GET").uri(uri);
+    if !cookie.is_empty() {
+        b = b.header("cookie", cookie);
+    }
+    b.body(Bytes::new()).unwrap()
+}
+
+pub fn post(uri: &str, form: &str, cookie: &str) -> Request {
+    let mut b = http::Request::builder()
+        .method("POST")
+        .uri(uri)
+        .header("content-type", "application/x-www-form-urlencoded");
+    if !cookie.is_empty() {
+        b = b.header("cookie", cookie);
+    }
+    b.body(Bytes::from(form.to_owned())).unwrap()
+}
+
+pub fn basic(mut req: Request, id: &str, secret: &str) -> Request {
+    let value = format!("Basic {}", STANDARD.encode(format!("{id}:{secret}")));
+    req.headers_mut()
+        .insert("authorization", value.parse().unwrap());
+    req
+}
+
+pub fn body(resp: &Response) -> String {
+    String::from_utf8_lossy(resp.body()).into_owned()
+}
+
+pub fn json(resp: &Response) -> Value {
+    serde_json::from_slice(resp.body()).unwrap()
+}
+
+pub fn error_of(resp: &Response) -> String {
+    json(resp)["error"].as_str().unwrap_or_default().to_owned()
+}
+
+pub fn hidden(page: &str, name: &str) -> String {
+    let marker = format!("name=\"{name}\" value=\"");
+    let start = page
+        .find(&marker)
+        .unwrap_or_else(|| panic!("no {name} in {page}"))
+        + marker.len();
+    page[start..][..page[start..].find('"').unwrap()].to_owned()
+}
+
+pub fn absorb_cookies(resp: &Response, jar: &mut String) {
+    for v in resp.headers().get_all("set-cookie") {
+        let pair = v.to_str().unwrap().split(';').next().unwrap().to_owned();
+        let name = pair.split('=').next().unwrap().to_owned();
+        let mut kept: Vec<String> = jar
+            .split("; ")
+            .filter(|c| !c.is_empty() && !c.starts_with(&format!("{name}=")))
+            .map(str::to_owned)
+            .collect();
+        kept.push(pair);
+        *jar = kept.join("; ");
+    }
+}
+
+pub fn location(resp: &Response) -> url::Url {
+    url::Url::parse(resp.headers()["location"].to_str().unwrap()).unwrap()
+}
+
+pub fn param(resp: &Response, name: &str) -> Option<String> {
+    location(resp)
+        .query_pairs()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.into_owned())
+}
+
+pub fn claims(jwt: &str) -> Value {
+    let payload = jwt.split('.').nth(1).unwrap();
+    serde_json::from_slice(&URL_SAFE_NO_PAD.decode(payload).unwrap()).unwrap()
+}
