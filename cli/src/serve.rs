@@ -73,6 +73,11 @@ pub async fn run(backend: &Backend, args: ServeArgs) -> Result<(), String> {
         backend.describe()
     );
     println!("issuer: {issuer}");
+    println!(
+        "pages: {issuer}{} (device codes), {issuer}{} (a user's connected apps)",
+        tokenfn_core::http::DEVICE,
+        tokenfn_core::http::ACCOUNT_APPS
+    );
     if first_start {
         demo::seed(&services).await?;
     }

@@ -452,6 +452,21 @@ async fn first_start_seeds_demo_clients_and_user() {
     let (secret, password, authorize) = demo_values(&env.server.startup, &base);
     let demo_redirect = format!("{base}/demo/callback");
 
+    // The printed pages answer: the device code form and the connected apps
+    // page (which asks a stranger to sign in first).
+    let pages = env
+        .server
+        .startup
+        .iter()
+        .find(|l| l.starts_with("pages: "))
+        .unwrap_or_else(|| panic!("a `pages:` line in {:#?}", env.server.startup));
+    for url in pages.split_whitespace().filter(|w| w.starts_with("http")) {
+        let resp = env.http.get(url).send().await.unwrap();
+        assert_eq!(resp.status(), 200, "{url}");
+        let html = resp.text().await.unwrap();
+        assert!(html.contains("<form"), "{url} shows a form:\n{html}");
+    }
+
     // The printed authorize URL leads to the login page.
     let browser = env.browser();
     let page = browser.open(&authorize, &demo_redirect).await.page();
