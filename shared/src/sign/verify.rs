@@ -7,7 +7,7 @@ use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde::Deserialize;
 
 /// The claims of a verified access token.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 pub struct AccessToken {
     pub iss: String,
     pub sub: String,
@@ -93,5 +93,111 @@ impl AccessVerifier {
             return Err(Refused::Expired);
         }
         Ok(data.claims)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::{Value, json};
+
+    use super::*;
+    use crate::domain::secret::b64url;
+    use crate::domain::token::{Header, compact, signing_input};
+    use crate::ports::Signer;
+    use crate::sign::LocalSigner;
+
+    const ISSUER: &str = "https://id.example";
+    const NOW: i64 = 1_700_000_000;
+
+    fn claims() -> Value {
+        json!({
+            "iss": ISSUER, "sub": "u1", "aud": "app", "client_id": "app",
+            "scope": "openid", "iat": NOW, "exp": NOW + 300, "jti": "j1", "grant_id": "g1",
+        })
+    }
+
+    async fn signed(signer: &LocalSigner, typ: &str, claims: &Value) -> String {
+        let header = Header {
+            alg: signer.alg(),
+            typ,
+            kid: signer.kid(),
+        };
+        let input = signing_input(&header, claims).unwrap();
+        compact(&input, &signer.sign(input.as_bytes()).await.unwrap())
+    }
+
+    fn with_header(token: &str, header: &Value) -> String {
+        let mut parts: Vec<&str> = token.split('.').collect();
+        let encoded = b64url(header.to_string().as_bytes());
+        parts[0] = &encoded;
+        parts.join(".")
+    }
+
+    #[tokio::test]
+    async fn accepts_our_access_tokens_and_refuses_every_forgery() {
+        let dir = tempfile::tempdir().unwrap();
+        let (signer, _) = LocalSigner::load_or_create(dir.path()).unwrap();
+        let verifier = AccessVerifier::new(ISSUER, &signer.jwks());
+        let good = signed(&signer, "at+jwt", &claims()).await;
+        let at = verifier.verify(&good, NOW).unwrap();
+        assert_eq!(
+            (at.sub.as_str(), at.grant_id.as_deref()),
+            ("u1", Some("g1"))
+        );
+
+        // Expired: exp is not after now (no skew: our own clock signed it).
+        assert_eq!(verifier.verify(&good, NOW + 300), Err(Refused::Expired));
+        // An ID token (typ JWT) is not an access token.
+        let id = signed(&signer, "JWT", &claims()).await;
+        assert_eq!(verifier.verify(&id, NOW), Err(Refused::WrongType));
+        // Another issuer.
+        let mut other = claims();
+        other["iss"] = "https://evil.example".into();
+        let other = signed(&signer, "at+jwt", &other).await;
+        assert_eq!(verifier.verify(&other, NOW), Err(Refused::Invalid));
+
+        // alg none, with or without a signature.
+        let kid = signer.kid();
+        let none = with_header(&good, &json!({"alg": "none", "typ": "at+jwt", "kid": kid}));
+        assert!(verifier.verify(&none, NOW).is_err());
+        let unsigned = format!("{}.", none.rsplit_once('.').unwrap().0);
+        assert!(verifier.verify(&unsigned, NOW).is_err());
+        // HS256 keyed with the public key (the algorithm confusion attack).
+        let jwks = signer.jwks().to_string();
+        let hs_header = json!({"alg": "HS256", "typ": "at+jwt", "kid": kid});
+        let input = format!(
+            "{}.{}",
+            b64url(hs_header.to_string().as_bytes()),
+            good.split('.').nth(1).unwrap()
+        );
+        let key = aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, jwks.as_bytes());
+        let mac = aws_lc_rs::hmac::sign(&key, input.as_bytes());
+        let hs = format!("{input}.{}", b64url(mac.as_ref()));
+        assert_eq!(verifier.verify(&hs, NOW), Err(Refused::Invalid));
+        // A kid we do not publish.
+        let unknown = with_header(
+            &good,
+            &json!({"alg": "ES256", "typ": "at+jwt", "kid": "nope"}),
+        );
+        assert_eq!(verifier.verify(&unknown, NOW), Err(Refused::UnknownKey));
+        // A key of another server, with our kid.
+        let other_dir = tempfile::tempdir().unwrap();
+        let (stranger, _) = LocalSigner::load_or_create(other_dir.path()).unwrap();
+        let foreign = signed(&stranger, "at+jwt", &claims()).await;
+        let foreign = with_header(
+            &foreign,
+            &json!({"alg": "ES256", "typ": "at+jwt", "kid": kid}),
+        );
+        assert_eq!(verifier.verify(&foreign, NOW), Err(Refused::Invalid));
+        // Changed claims break the signature; garbage is malformed.
+        let mut parts: Vec<String> = good.split('.').map(str::to_owned).collect();
+        let mut widened = claims();
+        widened["scope"] = "openid admin".into();
+        parts[1] = b64url(widened.to_string().as_bytes());
+        assert_eq!(
+            verifier.verify(&parts.join("."), NOW),
+            Err(Refused::Invalid)
+        );
+        assert_eq!(verifier.verify("not a jwt", NOW), Err(Refused::Malformed));
     }
 }
