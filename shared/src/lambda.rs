@@ -159,7 +159,7 @@ revoke_grant {{grant_id}}, revoke_consent {{user_id, client_id}}"
 }
 pub type Error = lambda_http::Error;
 
-#[cfg(test)]
+#[cfg(all(test, feature = "sqlite"))]
 mod tests {
     use super::*;
     use crate::config::Config;
