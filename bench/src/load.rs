@@ -1,0 +1,402 @@
+//! The load loop: C workers, each with its own connection (keep-alive) and,
+//! for the refresh grant, its own chain of refresh tokens, posting to the
+//! token endpoint until the time or the request budget runs out.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use serde_json::{Value, json};
+use tokio::sync::{Barrier, Semaphore};
+
+use crate::flow::{self, Credentials};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Grant {
+    RefreshToken,
+    ClientCredentials,
+}
+
+impl Grant {
+    pub fn name(self) -> &'static str {
+        match self {
+            Grant::RefreshToken => "refresh_token",
+            Grant::ClientCredentials => "client_credentials",
+        }
+    }
+}
+
+pub struct Plan {
+    pub base: String,
+    pub grant: Grant,
+    pub creds: Credentials,
+    /// `scope` sent with each client_credentials request, if any.
+    pub cc_scope: Option<String>,
+    pub concurrency: usize,
+    pub duration: Duration,
+    pub max_requests: Option<u64>,
+    pub server_pid: Option<u32>,
+    pub label: Option<String>,
+}
+
+/// What one run measured.
+#[derive(Debug)]
+pub struct Report {
+    pub label: Option<String>,
+    pub grant: Grant,
+    pub concurrency: usize,
+    pub elapsed: Duration,
+    pub requests: u64,
+    pub ok: u64,
+    /// HTTP status (or "transport", "no_refresh_token") -> count.
+    pub errors: BTreeMap<String, u64>,
+    /// Latencies of every answered request, microseconds, sorted.
+    latencies: Vec<u32>,
+    pub peak_rss_kib: Option<u64>,
+    pub setup: Duration,
+    pub sample: Option<Value>,
+    pub first_error: Option<String>,
+}
+
+impl Report {
+    pub fn error_count(&self) -> u64 {
+        self.errors.values().sum()
+    }
+
+    pub fn rate(&self) -> f64 {
+        self.requests as f64 / self.elapsed.as_secs_f64().max(1e-9)
+    }
+
+    /// The q-quantile latency in milliseconds (nearest rank).
+    pub fn quantile_ms(&self, q: f64) -> f64 {
+        if self.latencies.is_empty() {
+            return 0.0;
+        }
+        let rank =
+            ((q * self.latencies.len() as f64).ceil() as usize).clamp(1, self.latencies.len());
+        f64::from(self.latencies[rank - 1]) / 1000.0
+    }
+
+    pub fn json(&self) -> Value {
+        json!({
+            "label": self.label,
+            "grant": self.grant.name(),
+            "concurrency": self.concurrency,
+            "duration_s": round(self.elapsed.as_secs_f64(), 3),
+            "requests": self.requests,
+            "ok": self.ok,
+            "errors": self.errors,
+            "requests_per_s": round(self.rate(), 1),
+            "latency_ms": {
+                "p50": round(self.quantile_ms(0.50), 3),
+                "p90": round(self.quantile_ms(0.90), 3),
+                "p99": round(self.quantile_ms(0.99), 3),
+                "max": round(self.quantile_ms(1.0), 3),
+            },
+            "peak_rss_kib": self.peak_rss_kib,
+            "setup_s": round(self.setup.as_secs_f64(), 3),
+            "sample_response": self.sample,
+            "first_error": self.first_error,
+        })
+    }
+
+    pub fn text(&self) -> String {
+        let errors = if self.errors.is_empty() {
+            "none".to_owned()
+        } else {
+            let counts = self
+                .errors
+                .iter()
+                .map(|(k, v)| format!("{k}: {v}"))
+                .collect::<Vec<_>>()
+                .join(", ");
+            match &self.first_error {
+                Some(first) => format!("{counts} (the first: {first})"),
+                None => counts,
+            }
+        };
+        let rss = self
+            .peak_rss_kib
+            .map(|k| format!("{:.1} MiB", k as f64 / 1024.0))
+            .unwrap_or_else(|| "not measured (no --server-pid)".into());
+        format!(
+            "{label}{grant}, concurrency {c}, {secs:.1} s (tokens fetched in {setup:.1} s before)\n  \
+             requests    {n} ({ok} ok), {rate:.1}/s\n  \
+             latency ms  p50 {p50:.3}  p90 {p90:.3}  p99 {p99:.3}  max {max:.3}\n  \
+             errors      {errors}\n  \
+             server peak RSS {rss}",
+            label = self
+                .label
+                .as_deref()
+                .map(|l| format!("{l}: "))
+                .unwrap_or_default(),
+            grant = self.grant.name(),
+            c = self.concurrency,
+            secs = self.elapsed.as_secs_f64(),
+            setup = self.setup.as_secs_f64(),
+            n = self.requests,
+            ok = self.ok,
+            rate = self.rate(),
+            p50 = self.quantile_ms(0.50),
+            p90 = self.quantile_ms(0.90),
+            p99 = self.quantile_ms(0.99),
+            max = self.quantile_ms(1.0),
+        )
+    }
+}
+
+fn round(x: f64, digits: i32) -> f64 {
+    let f = 10f64.powi(digits);
+    (x * f).round() / f
+}
+
+/// The peak resident set size of a process (VmHWM), in KiB.
+pub fn peak_rss_kib(pid: u32) -> Result<u64, String> {
+    let path = format!("/proc/{pid}/status");
+    let status = std::fs::read_to_string(&path).map_err(|e| format!("cannot read {path}: {e}"))?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .ok_or_else(|| format!("no VmHWM in {path}"))
+}
+
+#[derive(Default)]
+struct Tally {
+    latencies: Vec<u32>,
+    ok: u64,
+    errors: BTreeMap<String, u64>,
+    /// The first successful answer, described (no token values).
+    sample: Option<Value>,
+    /// The first failed answer: status and (shortened) body.
+    first_error: Option<String>,
+}
+
+/// What a token response holds, without any token: its members, and the
+/// JOSE header and claim names of its JWTs. Shows that both servers answer
+/// alike (ES256 JWT access tokens, an ID token on refresh).
+fn describe(body: &Value) -> Value {
+    let jwt = |k: &str| {
+        let token = body[k].as_str()?;
+        let mut parts = token.split('.');
+        let decode = |p: Option<&str>| -> Option<Value> {
+            let bytes = URL_SAFE_NO_PAD.decode(p?).ok()?;
+            serde_json::from_slice(&bytes).ok()
+        };
+        let header = decode(parts.next())?;
+        let claims = decode(parts.next())?;
+        let names: Vec<&String> = claims.as_object()?.keys().collect();
+        Some(json!({ "alg": header["alg"], "typ": header["typ"], "claims": names }))
+    };
+    let members: Vec<&String> = body
+        .as_object()
+        .map(|o| o.keys().collect())
+        .unwrap_or_default();
+    json!({
+        "members": members,
+        "access_token": jwt("access_token"),
+        "id_token": jwt("id_token"),
+    })
+}
+
+/// Fetches every worker's tokens, then runs the timed loop.
+pub async fn run(plan: Plan) -> Result<Report, String> {
+    if plan.concurrency == 0 {
+        return Err("--concurrency must be at least 1".into());
+    }
+    if let Some(pid) = plan.server_pid {
+        // Fail before the run, not after it.
+        peak_rss_kib(pid)?;
+    }
+    let endpoints = flow::discover(&plan.base).await?;
+    let setup_start = Instant::now();
+
+    // Untimed: each worker's refresh token, through the code flow. A few at
+    // a time, so that sign-in (argon2) does not queue up behind itself.
+    let mut tokens: Vec<Option<String>> = vec![None; plan.concurrency];
+    if plan.grant == Grant::RefreshToken {
+        let gate = Arc::new(Semaphore::new(4));
+        let mut tasks = Vec::new();
+        for _ in 0..plan.concurrency {
+            let (gate, endpoints, creds) = (gate.clone(), endpoints.clone(), plan.creds.clone());
+            tasks.push(tokio::spawn(async move {
+                let _permit = gate.acquire().await.map_err(|e| e.to_string())?;
+                flow::refresh_token_by_code_flow(&endpoints, &creds).await
+            }));
+        }
+        for (slot, task) in tokens.iter_mut().zip(tasks) {
+            let token = task
+                .await
+                .map_err(|e| format!("a sign-in task failed: {e}"))??;
+            *slot = Some(token);
+        }
+    }
+    let setup = setup_start.elapsed();
+
+    let budget = Arc::new(AtomicU64::new(0));
+    let barrier = Arc::new(Barrier::new(plan.concurrency + 1));
+    let mut workers = Vec::new();
+    for token in tokens {
+        let http = flow::plain_client()?;
+        let worker = Worker {
+            http,
+            token_endpoint: endpoints.token.clone(),
+            creds: plan.creds.clone(),
+            cc_scope: plan.cc_scope.clone(),
+            grant: plan.grant,
+            refresh_token: token,
+            budget: budget.clone(),
+            max: plan.max_requests,
+        };
+        let barrier = barrier.clone();
+        let duration = plan.duration;
+        workers.push(tokio::spawn(async move {
+            barrier.wait().await;
+            worker.run(Instant::now() + duration).await
+        }));
+    }
+    barrier.wait().await;
+    let start = Instant::now();
+    let mut total = Tally::default();
+    for w in workers {
+        let t = w.await.map_err(|e| format!("a worker failed: {e}"))?;
+        total.latencies.extend(t.latencies);
+        total.ok += t.ok;
+        if total.sample.is_none() {
+            total.sample = t.sample;
+        }
+        if total.first_error.is_none() {
+            total.first_error = t.first_error;
+        }
+        for (k, v) in t.errors {
+            *total.errors.entry(k).or_default() += v;
+        }
+    }
+    let elapsed = start.elapsed();
+    total.latencies.sort_unstable();
+    let peak_rss_kib = match plan.server_pid {
+        Some(pid) => Some(peak_rss_kib(pid)?),
+        None => None,
+    };
+    Ok(Report {
+        label: plan.label,
+        grant: plan.grant,
+        concurrency: plan.concurrency,
+        elapsed,
+        requests: total.latencies.len() as u64,
+        ok: total.ok,
+        errors: total.errors,
+        latencies: total.latencies,
+        peak_rss_kib,
+        setup,
+        sample: total.sample,
+        first_error: total.first_error,
+    })
+}
+
+struct Worker {
+    http: reqwest::Client,
+    token_endpoint: String,
+    creds: Credentials,
+    cc_scope: Option<String>,
+    grant: Grant,
+    refresh_token: Option<String>,
+    budget: Arc<AtomicU64>,
+    max: Option<u64>,
+}
+
+impl Worker {
+    async fn run(mut self, deadline: Instant) -> Tally {
+        let mut tally = Tally::default();
+        let mut failures_in_a_row = 0;
+        while Instant::now() < deadline {
+            if let Some(max) = self.max
+                && self.budget.fetch_add(1, Ordering::Relaxed) >= max
+            {
+                break;
+            }
+            let mut form: Vec<(&str, &str)> = vec![("grant_type", self.grant.name())];
+            match self.grant {
+                Grant::RefreshToken => {
+                    form.push(("refresh_token", self.refresh_token.as_deref().unwrap_or("")))
+                }
+                Grant::ClientCredentials => {
+                    if let Some(scope) = &self.cc_scope {
+                        form.push(("scope", scope));
+                    }
+                }
+            }
+            let req = flow::authenticate(self.http.post(&self.token_endpoint), &self.creds, &form);
+            let sent = Instant::now();
+            let outcome = match req.send().await {
+                Ok(resp) => {
+                    let status = resp.status();
+                    resp.bytes().await.map(|b| (status, b))
+                }
+                Err(e) => Err(e),
+            };
+            let took = sent.elapsed();
+            let failure = match outcome {
+                Ok((status, body)) => {
+                    if status.is_success() && tally.sample.is_none() {
+                        tally.sample = serde_json::from_slice::<Value>(&body)
+                            .ok()
+                            .map(|v| describe(&v));
+                    }
+                    tally
+                        .latencies
+                        .push(u32::try_from(took.as_micros()).unwrap_or(u32::MAX));
+                    if !status.is_success() {
+                        if tally.first_error.is_none() {
+                            tally.first_error = Some(format!(
+                                "HTTP {status}: {}",
+                                flow::short(&String::from_utf8_lossy(&body))
+                            ));
+                        }
+                        Some(status.as_u16().to_string())
+                    } else if self.grant == Grant::RefreshToken {
+                        let next = serde_json::from_slice::<Value>(&body)
+                            .ok()
+                            .and_then(|v| v["refresh_token"].as_str().map(str::to_owned));
+                        match next {
+                            // The old token is spent: carry on with its successor.
+                            Some(next) => {
+                                self.refresh_token = Some(next);
+                                None
+                            }
+                            None => Some("no_refresh_token".to_owned()),
+                        }
+                    } else {
+                        None
+                    }
+                }
+                Err(e) => {
+                    if tally.first_error.is_none() {
+                        tally.first_error = Some(flow::chain(&e));
+                    }
+                    Some("transport".to_owned())
+                }
+            };
+            match failure {
+                None => {
+                    tally.ok += 1;
+                    failures_in_a_row = 0;
+                }
+                Some(kind) => {
+                    *tally.errors.entry(kind).or_default() += 1;
+                    failures_in_a_row += 1;
+                    // A chain that failed this often is dead (or the server
+                    // is): stop this worker rather than spin on errors.
+                    if failures_in_a_row >= 5 {
+                        break;
+                    }
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+            }
+        }
+        tally
+    }
+}
