@@ -309,17 +309,27 @@ async fn aws_calls(args: AwsCallsArgs) -> Result<(), String> {
         .collect();
     let max_calls = calls_per_grant.iter().copied().max().unwrap_or(0);
     let max_rounds = rounds_per_grant.iter().copied().max().unwrap_or(0);
+    let mut rounds_histogram: BTreeMap<usize, usize> = BTreeMap::new();
+    for r in &rounds_per_grant {
+        *rounds_histogram.entry(*r).or_default() += 1;
+    }
     let mean_calls = calls_per_grant.iter().sum::<usize>() as f64 / n as f64;
     let report = json!({
         "grants": n,
         "calls_mean": mean_calls,
         "calls_max": max_calls,
         "rounds_max": max_rounds,
+        "rounds_histogram": rounds_histogram,
         "ops_per_grant": ops,
     });
     let text = format!(
         "AWS calls per refresh grant, over {n} grants: {mean_calls:.2} on average, at most {max_calls}, \
-         in at most {max_rounds} sequential rounds; per grant: {}",
+         in at most {max_rounds} sequential rounds ({}); per grant: {}",
+        rounds_histogram
+            .iter()
+            .map(|(r, n)| format!("{n}× {r} rounds"))
+            .collect::<Vec<_>>()
+            .join(", "),
         ops.iter()
             .map(|(k, v)| format!("{k} {v:.2}"))
             .collect::<Vec<_>>()
