@@ -99,6 +99,9 @@ struct LoadArgs {
     /// A name for the run in the report.
     #[arg(long)]
     label: Option<String>,
+    /// Sign-ins at once while the workers fetch their tokens (untimed).
+    #[arg(long, default_value_t = 1)]
+    signin_concurrency: usize,
     /// Print the report as one JSON line on stdout (the text goes to stderr).
     #[arg(long)]
     json: bool,
@@ -256,6 +259,7 @@ async fn load_run(args: LoadArgs, grant: Grant) -> Result<(), String> {
         max_requests: args.max_requests,
         server_pid: args.server_pid,
         label: args.label,
+        signin_concurrency: args.signin_concurrency,
     })
     .await?;
     emit(args.json, &report.text(), &report.json());

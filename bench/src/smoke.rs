@@ -165,6 +165,7 @@ pub async fn run(tokenfn: &Path) -> Result<Vec<Report>, String> {
             max_requests: Some(100_000),
             server_pid: Some(pid),
             label: Some("smoke".into()),
+            signin_concurrency: 1,
         })
         .await?;
         if report.ok == 0 {
