@@ -40,6 +40,10 @@ def mib(kib):
     return "n/a" if kib is None else f"{kib / 1024:.1f} MiB"
 
 
+def pct(p):
+    return "n/a" if p is None else f"{p:.0f}%"
+
+
 def errors(r):
     if not r["errors"]:
         return "0"
@@ -73,13 +77,15 @@ w(
     "whole answer read. Peak RSS is the server's VmHWM at the end of the loop, "
     "reset (`/proc/PID/clear_refs`) when the tokens had been fetched: the loop's "
     "peak, over what the process still held then. The RSS before the loop (the "
-    "peak while the workers signed in, one at a time) is in the last column."
+    "peak while the workers signed in, one at a time) is beside it. CPU is the "
+    "CPU time each process used during the loop, as a share of one CPU: a server "
+    "near 100% is the bottleneck; a generator near 100% would be."
 )
 w("")
 w(
-    "| scenario | server | req/s | p50 ms | p90 ms | p99 ms | max ms | requests | errors | peak RSS | peak RSS before the loop |"
+    "| scenario | server | req/s | p50 ms | p90 ms | p99 ms | max ms | requests | errors | peak RSS | peak RSS before the loop | server CPU | generator CPU |"
 )
-w("|---|---|---:|---:|---:|---:|---:|---:|---|---:|---:|")
+w("|---|---|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|")
 scenarios = []
 for r in runs:
     if r["scenario"] not in scenarios and r["server"] in ("tokenfn", "peer"):
@@ -93,7 +99,8 @@ for sc in scenarios:
         w(
             f"| {sc} | {name} | {r['requests_per_s']:.0f} | {l['p50']:.2f} | {l['p90']:.2f} "
             f"| {l['p99']:.2f} | {l['max']:.2f} | {r['requests']} | {errors(r)} | {mib(r['peak_rss_kib'])}"
-            f"{'' if r.get('peak_rss_is_loop_only') else ' (since start)'} | {mib(r.get('setup_peak_rss_kib'))} |"
+            f"{'' if r.get('peak_rss_is_loop_only') else ' (since start)'} | {mib(r.get('setup_peak_rss_kib'))} "
+            f"| {pct(r.get('server_cpu_pct'))} | {pct(r.get('generator_cpu_pct'))} |"
         )
 w("")
 w("Ratios, tokenfn to node-oidc-provider (throughput: higher is better for tokenfn; latency and memory: lower is):")
@@ -141,7 +148,10 @@ w(
     f"refresh grants (`POST /oauth/token`, `openid offline_access`): "
     f"**{aws_calls['calls_mean']:.2f} calls on average, at most {aws_calls['calls_max']}, "
     f"in at most {aws_calls['rounds_max']} sequential rounds** (calls that overlap in time "
-    "are one round)."
+    "are one round; grants by rounds: "
+    + ", ".join(f"{n} in {r}" for r, n in sorted(aws_calls["rounds_histogram"].items()))
+    + "). moto answers one call at a time, so two calls sent together can come "
+    "out as two rounds when the second reaches the proxy after the first was answered."
 )
 w("")
 w("| operation | calls per grant |")

@@ -65,6 +65,9 @@ pub struct Report {
     pub setup_peak_rss_kib: Option<u64>,
     /// Whether VmHWM was reset before the loop (so `peak_rss_kib` is the loop's).
     pub peak_reset: bool,
+    /// CPU time used during the loop, as a percentage of one CPU.
+    pub server_cpu_pct: Option<f64>,
+    pub generator_cpu_pct: Option<f64>,
 }
 
 impl Report {
@@ -105,6 +108,8 @@ impl Report {
             "peak_rss_kib": self.peak_rss_kib,
             "peak_rss_is_loop_only": self.peak_reset,
             "setup_peak_rss_kib": self.setup_peak_rss_kib,
+            "server_cpu_pct": self.server_cpu_pct.map(|p| round(p, 1)),
+            "generator_cpu_pct": self.generator_cpu_pct.map(|p| round(p, 1)),
             "setup_s": round(self.setup.as_secs_f64(), 3),
             "sample_response": self.sample,
             "first_error": self.first_error,
@@ -143,7 +148,8 @@ impl Report {
              requests    {n} ({ok} ok), {rate:.1}/s\n  \
              latency ms  p50 {p50:.3}  p90 {p90:.3}  p99 {p99:.3}  max {max:.3}\n  \
              errors      {errors}\n  \
-             server peak RSS {rss}",
+             server peak RSS {rss}\n  \
+             CPU         server {server_cpu}, generator {generator_cpu} (of one CPU)",
             label = self
                 .label
                 .as_deref()
@@ -160,8 +166,15 @@ impl Report {
             p90 = self.quantile_ms(0.90),
             p99 = self.quantile_ms(0.99),
             max = self.quantile_ms(1.0),
+            server_cpu = pct(self.server_cpu_pct),
+            generator_cpu = pct(self.generator_cpu_pct),
         )
     }
+}
+
+fn pct(p: Option<f64>) -> String {
+    p.map(|p| format!("{p:.0}%"))
+        .unwrap_or_else(|| "not measured".into())
 }
 
 fn round(x: f64, digits: i32) -> f64 {
@@ -178,6 +191,19 @@ pub fn peak_rss_kib(pid: u32) -> Result<u64, String> {
         .find_map(|l| l.strip_prefix("VmHWM:"))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
         .ok_or_else(|| format!("no VmHWM in {path}"))
+}
+
+/// CPU time (user + system) a process has used so far, from
+/// /proc/PID/stat (`self` for this process), in USER_HZ ticks (1/100 s on Linux).
+pub fn cpu_ticks(pid: &str) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name may hold spaces; the fields after it are plain.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // utime and stime are fields 14 and 15 of the line, 12 and 13 after the name.
+    let utime: u64 = fields.get(11)?.parse().ok()?;
+    let stime: u64 = fields.get(12)?.parse().ok()?;
+    Some(utime + stime)
 }
 
 /// Resets the process's VmHWM to its current RSS (Linux: writing 5 to
@@ -288,6 +314,8 @@ pub async fn run(plan: Plan) -> Result<Report, String> {
             worker.run(Instant::now() + duration).await
         }));
     }
+    let server_pid = plan.server_pid.map(|p| p.to_string());
+    let cpu_at_start = (server_pid.as_deref().and_then(cpu_ticks), cpu_ticks("self"));
     barrier.wait().await;
     let start = Instant::now();
     let mut total = Tally::default();
@@ -306,6 +334,12 @@ pub async fn run(plan: Plan) -> Result<Report, String> {
         }
     }
     let elapsed = start.elapsed();
+    let share = |before: Option<u64>, after: Option<u64>| {
+        let ticks = after?.checked_sub(before?)?;
+        Some(ticks as f64 / 100.0 / elapsed.as_secs_f64() * 100.0)
+    };
+    let server_cpu_pct = share(cpu_at_start.0, server_pid.as_deref().and_then(cpu_ticks));
+    let generator_cpu_pct = share(cpu_at_start.1, cpu_ticks("self"));
     total.latencies.sort_unstable();
     let peak_rss_kib = match plan.server_pid {
         Some(pid) => Some(peak_rss_kib(pid)?),
@@ -326,6 +360,8 @@ pub async fn run(plan: Plan) -> Result<Report, String> {
         first_error: total.first_error,
         setup_peak_rss_kib,
         peak_reset,
+        server_cpu_pct,
+        generator_cpu_pct,
     })
 }
 
