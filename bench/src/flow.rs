@@ -240,6 +240,7 @@ impl Browser {
     /// to the client's redirect URI, which it returns.
     async fn authorize(&self, url: Url, creds: &Credentials) -> Result<Url, String> {
         let mut step = self.send(self.http.get(url.clone()), url, creds).await?;
+        let mut signed_in = false;
         for _ in 0..6 {
             let (page_url, html) = match step {
                 Step::Callback(url) => return Ok(url),
@@ -251,6 +252,15 @@ impl Browser {
                     short(&visible_text(&html))
                 )
             })?;
+            let asks_password = form.inputs.iter().any(|(ty, _, _)| ty == "password");
+            if asks_password && signed_in {
+                return Err(format!(
+                    "the login form came back after signing in as {:?}: wrong username or password? The page says: {}",
+                    creds.username,
+                    short(&visible_text(&html))
+                ));
+            }
+            signed_in |= asks_password;
             let fields = form.fill(creds);
             let action = page_url
                 .join(&form.action)
@@ -505,8 +515,22 @@ fn unescape(s: &str) -> String {
         .replace("&amp;", "&")
 }
 
-/// The text of a page without its tags, for error messages.
+/// The text of a page without its tags, styles and scripts, for error messages.
 fn visible_text(html: &str) -> String {
+    let mut html = html.to_owned();
+    for (open, close) in [
+        ("<style", "</style>"),
+        ("<script", "</script>"),
+        ("<title", "</title>"),
+    ] {
+        while let Some(start) = html.to_ascii_lowercase().find(open) {
+            let end = html.to_ascii_lowercase()[start..]
+                .find(close)
+                .map(|i| start + i + close.len())
+                .unwrap_or(html.len());
+            html.replace_range(start..end, " ");
+        }
+    }
     let mut out = String::new();
     let mut in_tag = false;
     for c in html.chars() {
@@ -557,6 +581,13 @@ mod tests {
                 ("password".to_owned(), "pw".to_owned()),
             ]
         );
+    }
+
+    #[test]
+    fn visible_text_leaves_out_styles_and_scripts() {
+        let html = "<html><head><title>T</title><style>p{x:y}</style></head>\
+                    <body><p>Wrong  password.</p><script>var a;</script></body></html>";
+        assert_eq!(visible_text(html), "Wrong password.");
     }
 
     #[test]

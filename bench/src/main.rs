@@ -263,6 +263,9 @@ async fn load_run(args: LoadArgs, grant: Grant) -> Result<(), String> {
     })
     .await?;
     emit(args.json, &report.text(), &report.json());
+    if report.ok == 0 {
+        return Err(format!("no {} request succeeded", grant.name()));
+    }
     Ok(())
 }
 
