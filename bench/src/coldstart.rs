@@ -12,7 +12,7 @@ use base64::Engine as _;
 use serde_json::{Value, json};
 
 use crate::aws_proxy::{ProxyClient, op_name, sequential_rounds};
-use crate::runtime_api::{Outcome, RuntimeApi};
+use tokenfn_blackbox::runtime_api::{Outcome, RuntimeApi};
 
 const TIMEOUT: Duration = Duration::from_secs(30);
 

@@ -8,7 +8,6 @@ mod aws_proxy;
 mod coldstart;
 mod flow;
 mod load;
-mod runtime_api;
 mod smoke;
 
 use std::collections::BTreeMap;
