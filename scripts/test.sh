@@ -64,3 +64,9 @@ cargo test --workspace
 step "black-box tests again, on DynamoDB + KMS (serve --store dynamodb --signer kms)"
 TOKENFN_BLACKBOX_BACKEND=aws cargo test -p tokenfn-blackbox --test cli --test discovery --test errors --test oidc_flow --test refresh \
   --test token_apis --test device_flow --test mfa_login --test connected_apps
+
+step "benchmark harness smoke run"
+# A few seconds of the load generator against a fresh `tokenfn serve` (the
+# debug build); the full benchmark is scripts/bench.sh and not part of this.
+BIN="${CARGO_TARGET_DIR:-target}/debug"
+"$BIN/tokenfn-bench" smoke --tokenfn "$BIN/tokenfn"

@@ -1,7 +1,8 @@
 //! A local Lambda Runtime API (the 2018-06-01 interface a `bootstrap`
 //! polls): enough of it to start a function binary, hand it events one at
 //! a time and collect what it answers, so that tests prove the binary
-//! itself and not only its router.
+//! itself and not only its router, and the benchmark times its cold start
+//! (an event can be queued before the process starts).
 
 use std::collections::{HashMap, VecDeque};
 use std::convert::Infallible;
@@ -124,6 +125,12 @@ impl RuntimeApi {
 
     /// Hands `event` to the function and waits for its answer.
     pub async fn invoke(&self, event: &Value, timeout: Duration) -> Result<Outcome, String> {
+        let rx = self.submit(event)?;
+        Self::answer(rx, timeout).await
+    }
+
+    /// Queues `event` for the function's next poll; the receiver gets its answer.
+    pub fn submit(&self, event: &Value) -> Result<oneshot::Receiver<Outcome>, String> {
         let (tx, rx) = oneshot::channel();
         {
             let mut st = self.state.lock().map_err(|e| e.to_string())?;
@@ -133,11 +140,24 @@ impl RuntimeApi {
             st.queue.push_back((id, Bytes::from(event.to_string())));
         }
         self.arrived.notify_one();
+        Ok(rx)
+    }
+
+    /// Waits for the answer to a submitted event.
+    pub async fn answer(
+        rx: oneshot::Receiver<Outcome>,
+        timeout: Duration,
+    ) -> Result<Outcome, String> {
         match tokio::time::timeout(timeout, rx).await {
             Ok(Ok(outcome)) => Ok(outcome),
             Ok(Err(_)) => Err("the invocation was dropped".into()),
             Err(_) => Err("the function did not answer in time".into()),
         }
+    }
+
+    /// The init error the function reported, if any.
+    pub fn init_error(&self) -> Option<Value> {
+        self.state.lock().ok().and_then(|st| st.init_error.clone())
     }
 }
 
