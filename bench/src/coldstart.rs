@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use base64::Engine as _;
 use serde_json::{Value, json};
 
-use crate::aws_proxy::{ProxyClient, op_name, sequential_rounds};
+use crate::aws_proxy::{ProxyClient, sequential_rounds};
 use tokenfn_blackbox::runtime_api::{Outcome, RuntimeApi};
 
 const TIMEOUT: Duration = Duration::from_secs(30);
@@ -144,7 +144,7 @@ async fn count_calls(f: &Function, proxy: &ProxyClient) -> Result<Value, String>
     Ok(json!({
         "init_calls": init.len(),
         "init_rounds": sequential_rounds(&init),
-        "init_ops": init.iter().map(|c| op_name(&c.op).to_owned()).collect::<Vec<_>>(),
+        "init_ops": init.iter().map(|c| c.name().to_owned()).collect::<Vec<_>>(),
         "request_calls": request.len(),
     }))
 }

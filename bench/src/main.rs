@@ -18,7 +18,7 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 use serde_json::json;
 
-use crate::aws_proxy::{ProxyClient, op_name, sequential_rounds};
+use crate::aws_proxy::{ProxyClient, sequential_rounds};
 use crate::flow::Credentials;
 use crate::load::{Grant, Plan};
 
@@ -305,7 +305,7 @@ async fn aws_calls(args: AwsCallsArgs) -> Result<(), String> {
         calls_per_grant.push(calls.len());
         rounds_per_grant.push(sequential_rounds(&calls));
         for c in &calls {
-            *ops.entry(op_name(&c.op).to_owned()).or_default() += 1;
+            *ops.entry(c.name().to_owned()).or_default() += 1;
         }
     }
     let n = calls_per_grant.len();

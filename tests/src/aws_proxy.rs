@@ -1,7 +1,12 @@
 //! A proxy in front of the AWS emulator (moto's server). It records every
-//! call (service operation, start, end) so that tests can count the round
-//! trips a grant makes, and it injects faults per operation: error
-//! statuses, throttling, slow answers and dropped connections.
+//! call (service operation, start, end) so that tests and the benchmark can
+//! count the round trips a grant makes, and it injects faults per
+//! operation: error statuses, throttling, slow answers and dropped
+//! connections.
+//!
+//! Run as a process of its own (`tokenfn-bench aws-proxy`), it shows the
+//! calls on `GET /__proxy/calls` and forgets them on `POST /__proxy/reset`.
+//! The AWS JSON protocols post to `/`, so these paths never clash with a call.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -13,19 +18,20 @@ use http_body_util::{BodyExt as _, Full};
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
-use hyper::{Request, Response, StatusCode};
+use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::TcpListener;
 
 /// One call that went through: `op` is the `X-Amz-Target` operation, e.g.
-/// `DynamoDB_20120810.GetItem` or `TrentService.Sign`.
-#[derive(Debug, Clone)]
+/// `DynamoDB_20120810.GetItem` or `TrentService.Sign`; times are in
+/// microseconds since the proxy started.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Call {
     pub op: String,
-    pub start: Instant,
-    pub end: Instant,
+    pub start_us: u64,
+    pub end_us: u64,
 }
 
 impl Call {
@@ -61,8 +67,8 @@ impl Fault {
     }
 }
 
-#[derive(Default)]
 struct State {
+    epoch: Instant,
     calls: Vec<Call>,
     /// Operation name (without prefix) -> fault applied to every call of it.
     faults: HashMap<String, Fault>,
@@ -77,9 +83,18 @@ pub struct AwsProxy {
 impl AwsProxy {
     /// Listens on a free loopback port and forwards to `upstream` (http://host:port).
     pub async fn start(upstream: &str) -> std::io::Result<AwsProxy> {
-        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        Self::start_on("127.0.0.1:0", upstream).await
+    }
+
+    /// Listens on `listen` (host:port) and forwards to `upstream`.
+    pub async fn start_on(listen: &str, upstream: &str) -> std::io::Result<AwsProxy> {
+        let listener = TcpListener::bind(listen).await?;
         let addr = listener.local_addr()?;
-        let state = Arc::new(Mutex::new(State::default()));
+        let state = Arc::new(Mutex::new(State {
+            epoch: Instant::now(),
+            calls: Vec::new(),
+            faults: HashMap::new(),
+        }));
         let upstream: Arc<str> = upstream.trim_end_matches('/').into();
         let client: Client<HttpConnector, Full<Bytes>> =
             Client::builder(TokioExecutor::new()).build_http();
@@ -140,11 +155,11 @@ impl AwsProxy {
 /// is a round later.
 pub fn sequential_rounds(calls: &[Call]) -> usize {
     let mut sorted: Vec<&Call> = calls.iter().collect();
-    sorted.sort_by_key(|c| c.start);
+    sorted.sort_by_key(|c| c.start_us);
     let mut depth: Vec<usize> = Vec::with_capacity(sorted.len());
     for (i, c) in sorted.iter().enumerate() {
         let before = (0..i)
-            .filter(|&j| sorted[j].end <= c.start)
+            .filter(|&j| sorted[j].end_us <= c.start_us)
             .map(|j| depth[j])
             .max()
             .unwrap_or(0);
@@ -159,6 +174,20 @@ async fn forward(
     upstream: &str,
     client: &Client<HttpConnector, Full<Bytes>>,
 ) -> Result<Response<Full<Bytes>>, std::io::Error> {
+    match (req.method(), req.uri().path()) {
+        (&Method::GET, "/__proxy/calls") => {
+            let calls = state.lock().map(|st| st.calls.clone()).unwrap_or_default();
+            let body = serde_json::to_vec(&calls).map_err(std::io::Error::other)?;
+            return Ok(Response::new(Full::new(Bytes::from(body))));
+        }
+        (&Method::POST, "/__proxy/reset") => {
+            if let Ok(mut st) = state.lock() {
+                st.calls.clear();
+            }
+            return Ok(Response::new(Full::new(Bytes::new())));
+        }
+        _ => {}
+    }
     let start = Instant::now();
     let op = req
         .headers()
@@ -229,11 +258,13 @@ async fn forward(
         }
     };
     if let Ok(mut st) = state.lock() {
-        st.calls.push(Call {
+        let since = |t: Instant| t.duration_since(st.epoch).as_micros() as u64;
+        let call = Call {
             op,
-            start,
-            end: Instant::now(),
-        });
+            start_us: since(start),
+            end_us: since(Instant::now()),
+        };
+        st.calls.push(call);
     }
     Ok(response)
 }
@@ -242,27 +273,27 @@ async fn forward(
 mod tests {
     use super::*;
 
-    fn call(start_ms: u64, end_ms: u64, base: Instant) -> Call {
+    fn call(start_ms: u64, end_ms: u64) -> Call {
         Call {
             op: "X.Op".into(),
-            start: base + Duration::from_millis(start_ms),
-            end: base + Duration::from_millis(end_ms),
+            start_us: start_ms * 1000,
+            end_us: end_ms * 1000,
         }
     }
 
     #[test]
     fn overlapping_calls_are_one_round() {
-        let t = Instant::now();
         assert_eq!(sequential_rounds(&[]), 0);
-        assert_eq!(sequential_rounds(&[call(0, 10, t), call(1, 9, t)]), 1);
+        assert_eq!(sequential_rounds(&[call(0, 10), call(1, 9)]), 1);
         // Reads, then a write beside a signature, then a second signature.
         let calls = [
-            call(0, 10, t),
-            call(0, 8, t),
-            call(11, 30, t),
-            call(11, 15, t),
-            call(16, 20, t),
+            call(0, 10),
+            call(0, 8),
+            call(11, 30),
+            call(11, 15),
+            call(16, 20),
         ];
         assert_eq!(sequential_rounds(&calls), 3);
+        assert_eq!(calls[0].name(), "Op");
     }
 }
