@@ -1694,39 +1694,7 @@ mod tests {
     use super::*;
     use crate::domain::secret::hash;
 
-    const T: i64 = 1_800_000_000;
-
-    fn grant(id: &str) -> Grant {
-        Grant {
-            id: id.into(),
-            user_id: "u1".into(),
-            client_id: "app".into(),
-            scopes: Scopes::parse("openid offline_access").unwrap(),
-            auth_time: T,
-            amr: vec!["pwd".into()],
-            created_at: T,
-            expires_at: T + 86_400,
-            revoked_at: None,
-            last_used_at: T,
-        }
-    }
-
-    fn code(secret: &str, grant_id: &str) -> AuthCode {
-        AuthCode {
-            hash: hash(secret),
-            client_id: "app".into(),
-            redirect_uri: "https://app.example/cb".into(),
-            user_id: "u1".into(),
-            scopes: Scopes::parse("openid offline_access").unwrap(),
-            nonce: None,
-            code_challenge: None,
-            auth_time: T,
-            amr: vec!["pwd".into()],
-            grant_id: grant_id.into(),
-            expires_at: T + 60,
-            consumed_at: None,
-        }
-    }
+    use crate::store::fixtures::{T, code, grant};
 
     /// A grant with a first refresh token `secret`, through a code.
     async fn issue(store: &SqliteStore, g: &Grant, secret: &str) -> RefreshToken {
