@@ -8,11 +8,10 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use base64::Engine as _;
 use serde_json::{Value, json};
 
 use crate::aws_proxy::{ProxyClient, sequential_rounds};
-use tokenfn_blackbox::runtime_api::{Outcome, RuntimeApi};
+use tokenfn_blackbox::runtime_api::{Outcome, RuntimeApi, api_gateway_event};
 
 const TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -43,42 +42,21 @@ impl Function {
 /// lookup (no client, no token).
 pub fn event_for(name: &str) -> Value {
     match name {
-        "discovery" => http_event("GET", "/.well-known/openid-configuration", "", None),
-        "authorize" => http_event("GET", "/authorize", "", None),
-        "token" => http_event("POST", "/oauth/token", "", Some("grant_type=")),
-        "refresh" => http_event("POST", "/oauth/refresh", "", Some("")),
-        "revoke" => http_event("POST", "/oauth/revoke", "", Some("")),
-        _ => http_event("GET", "/", "", None),
+        "discovery" => event("GET", "/.well-known/openid-configuration", None),
+        "authorize" => event("GET", "/authorize", None),
+        "token" => event("POST", "/oauth/token", Some("grant_type=")),
+        "refresh" => event("POST", "/oauth/refresh", Some("")),
+        "revoke" => event("POST", "/oauth/revoke", Some("")),
+        _ => event("GET", "/", None),
     }
 }
 
-/// An API Gateway HTTP API (payload 2.0) event.
-fn http_event(method: &str, path: &str, query: &str, body: Option<&str>) -> Value {
+fn event(method: &str, path: &str, body: Option<&str>) -> Value {
     let mut headers = json!({ "host": "id.example.com" });
     if body.is_some() {
         headers["content-type"] = json!("application/x-www-form-urlencoded");
     }
-    let mut e = json!({
-        "version": "2.0",
-        "routeKey": format!("{method} {path}"),
-        "rawPath": path,
-        "rawQueryString": query,
-        "headers": headers,
-        "requestContext": {
-            "accountId": "123456789012", "apiId": "a1b2c3d4e5",
-            "domainName": "id.example.com", "domainPrefix": "id",
-            "http": { "method": method, "path": path, "protocol": "HTTP/1.1",
-                      "sourceIp": "192.0.2.10", "userAgent": "tokenfn-bench" },
-            "requestId": "bench", "routeKey": format!("{method} {path}"), "stage": "$default",
-            "time": "26/Nov/2026:14:00:00 +0000", "timeEpoch": 1_795_701_600_000u64
-        },
-        "isBase64Encoded": false
-    });
-    if let Some(b) = body {
-        e["body"] = json!(base64::engine::general_purpose::STANDARD.encode(b));
-        e["isBase64Encoded"] = json!(true);
-    }
-    e
+    api_gateway_event(method, path, "", headers, body)
 }
 
 struct Running {

@@ -10,6 +10,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use base64::Engine as _;
 use bytes::Bytes;
 use http_body_util::{BodyExt as _, Full};
 use hyper::body::Incoming;
@@ -17,7 +18,7 @@ use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
-use serde_json::Value;
+use serde_json::{Value, json};
 use tokio::net::TcpListener;
 use tokio::sync::{Notify, oneshot};
 
@@ -244,4 +245,35 @@ fn reply(status: StatusCode, body: Bytes, request_id: Option<&str>) -> Response<
     builder
         .body(Full::new(body))
         .unwrap_or_else(|_| Response::new(Full::new(Bytes::new())))
+}
+
+/// An API Gateway HTTP API (payload 2.0) event, as the functions receive it.
+pub fn api_gateway_event(
+    method: &str,
+    path: &str,
+    query: &str,
+    headers: Value,
+    body: Option<&str>,
+) -> Value {
+    let mut e = json!({
+        "version": "2.0",
+        "routeKey": format!("{method} {path}"),
+        "rawPath": path,
+        "rawQueryString": query,
+        "headers": headers,
+        "requestContext": {
+            "accountId": "123456789012", "apiId": "a1b2c3d4e5",
+            "domainName": "id.example.com", "domainPrefix": "id",
+            "http": { "method": method, "path": path, "protocol": "HTTP/1.1",
+                      "sourceIp": "192.0.2.10", "userAgent": "tokenfn" },
+            "requestId": "req", "routeKey": format!("{method} {path}"), "stage": "$default",
+            "time": "26/Nov/2026:14:00:00 +0000", "timeEpoch": 1_795_701_600_000u64
+        },
+        "isBase64Encoded": false
+    });
+    if let Some(b) = body {
+        e["body"] = json!(base64::engine::general_purpose::STANDARD.encode(b));
+        e["isBase64Encoded"] = json!(true);
+    }
+    e
 }

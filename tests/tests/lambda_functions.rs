@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use base64::Engine as _;
 use serde_json::{Value, json};
-use tokenfn_blackbox::runtime_api::{Outcome, RuntimeApi};
+use tokenfn_blackbox::runtime_api::{Outcome, RuntimeApi, api_gateway_event};
 
 const SECRET: &str = "lambda-test-secret-0123456789abcdef";
 
@@ -137,30 +137,6 @@ async fn start(name: &str, aws: &Aws, extra: &[(&str, &str)]) -> Function {
     f
 }
 
-fn http_event(method: &str, path: &str, query: &str, headers: Value, body: Option<&str>) -> Value {
-    let mut e = json!({
-        "version": "2.0",
-        "routeKey": format!("{method} {path}"),
-        "rawPath": path,
-        "rawQueryString": query,
-        "headers": headers,
-        "requestContext": {
-            "accountId": "123456789012", "apiId": "a1b2c3d4e5",
-            "domainName": "id.example.com", "domainPrefix": "id",
-            "http": { "method": method, "path": path, "protocol": "HTTP/1.1",
-                      "sourceIp": "192.0.2.10", "userAgent": "test" },
-            "requestId": "req", "routeKey": format!("{method} {path}"), "stage": "$default",
-            "time": "26/Nov/2026:14:00:00 +0000", "timeEpoch": 1_795_701_600_000u64
-        },
-        "isBase64Encoded": false
-    });
-    if let Some(b) = body {
-        e["body"] = json!(base64::engine::general_purpose::STANDARD.encode(b));
-        e["isBase64Encoded"] = json!(true);
-    }
-    e
-}
-
 async fn call(f: &Function, event: Value) -> Value {
     match f.api.invoke(&event, Duration::from_secs(20)).await.unwrap() {
         Outcome::Response(v) => v,
@@ -178,14 +154,14 @@ async fn token_and_discovery_binaries_mint_tokens_that_verify() {
     let discovery = start("discovery", &aws, &[]).await;
     let jwks = call(
         &discovery,
-        http_event("GET", "/.well-known/jwks.json", "", json!({}), None),
+        api_gateway_event("GET", "/.well-known/jwks.json", "", json!({}), None),
     )
     .await;
     assert_eq!(jwks["statusCode"], 200);
     let jwks = body_json(&jwks);
     let meta = call(
         &discovery,
-        http_event(
+        api_gateway_event(
             "GET",
             "/.well-known/openid-configuration",
             "",
@@ -203,7 +179,7 @@ async fn token_and_discovery_binaries_mint_tokens_that_verify() {
     );
     let resp = call(
         &token,
-        http_event(
+        api_gateway_event(
             "POST",
             "/oauth/token",
             "",
@@ -240,7 +216,7 @@ async fn token_and_discovery_binaries_mint_tokens_that_verify() {
     // A bad request is an RFC 6749 error, not a crash of the container.
     let resp = call(
         &token,
-        http_event(
+        api_gateway_event(
             "POST",
             "/oauth/token",
             "",
@@ -279,7 +255,7 @@ async fn revoke_and_authorize_binaries_need_no_key() {
     }
     let resp = call(
         &revoke,
-        http_event(
+        api_gateway_event(
             "POST",
             "/oauth/revoke",
             "",
@@ -293,7 +269,7 @@ async fn revoke_and_authorize_binaries_need_no_key() {
     let authorize = start("authorize", &aws, &no_key).await;
     let resp = call(
         &authorize,
-        http_event(
+        api_gateway_event(
             "GET",
             "/authorize",
             "client_id=nobody&response_type=code",
