@@ -57,6 +57,7 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    tokenfn_core::process::release_large_blocks();
     let cli = Cli::parse();
     let serving = matches!(cli.command, Command::Serve(_));
     init_logging(if serving { "info" } else { "warn" });

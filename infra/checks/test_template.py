@@ -61,11 +61,12 @@ TABLE_ACTIONS = {
     # get client/user/session/interaction/consent; put interaction, session,
     # consent, code; delete interaction; UpdateItem (TOTP step, grant cap)
     "authorize": {"dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem"},
-    # get client/code/token/user/grant/counters; TransactWriteItems of Update
+    # get client/code/token/user/grant/counters; BatchGetItem (client with
+    # code or token); TransactWriteItems of Update
     # (code, grant, token), Put (grant, token) and Delete (undo); UpdateItem
     # (revoke grant, counters); PutItem and DeleteItem (counters)
-    "token": {"dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem"},
-    "refresh": {"dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem"},
+    "token": {"dynamodb:GetItem", "dynamodb:BatchGetItem", "dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem"},
+    "refresh": {"dynamodb:GetItem", "dynamodb:BatchGetItem", "dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem"},
     # get client/token; UpdateItem (revoke grant); DeleteItem (consent)
     "revoke": {"dynamodb:GetItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem"},
     "discovery": set(),

@@ -37,6 +37,7 @@ pub fn init_failed(message: &str) -> ! {
 /// A container's init: logging, then the settings, SDK clients, store and
 /// signer, once. Settings that are missing or wrong end the container.
 pub async fn start(keys: Keys) -> Arc<Services> {
+    crate::process::release_large_blocks();
     init_logging();
     crate::aws::init(keys)
         .await

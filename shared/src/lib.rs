@@ -12,6 +12,7 @@ pub mod http;
 #[cfg(feature = "lambda")]
 pub mod lambda;
 pub mod ports;
+pub mod process;
 pub mod service;
 pub mod sign;
 pub mod store;

@@ -85,6 +85,14 @@ pub trait Store: Send + Sync {
     async fn put_code(&self, code: &AuthCode) -> Result<(), StoreError>;
     /// The code, unexpired, whether or not it was consumed.
     async fn find_code(&self, hash: &str, now: i64) -> Result<Option<AuthCode>, StoreError>;
+    /// `get_client` and `find_code` in one read, the first step of a code
+    /// exchange (as `client_and_refresh`).
+    async fn client_and_code(
+        &self,
+        client_id: &str,
+        hash: &str,
+        now: i64,
+    ) -> Result<(Option<Client>, Option<AuthCode>), StoreError>;
     /// Atomically: consume the code if unused and unexpired, create `grant`
     /// and store `refresh` (if any) as its first refresh token.
     async fn redeem_code(
@@ -123,6 +131,15 @@ pub trait Store: Send + Sync {
     /// The token and its grant, unexpired (consumed tokens included, so that
     /// reuse is seen).
     async fn find_refresh(&self, hash: &str, now: i64) -> Result<Option<RefreshView>, StoreError>;
+    /// `get_client` and `find_refresh` in one read, the first step of a
+    /// refresh grant: one read transaction on SQLite, one BatchGetItem on
+    /// DynamoDB.
+    async fn client_and_refresh(
+        &self,
+        client_id: &str,
+        hash: &str,
+        now: i64,
+    ) -> Result<(Option<Client>, Option<RefreshView>), StoreError>;
     /// Atomically: if `old_hash` is unconsumed, within its idle lifetime and
     /// its grant is active, consume it and store `successor`. If it was
     /// consumed no more than `leeway` seconds ago and its own successor is

@@ -96,6 +96,8 @@ macro_rules! conformance {
             rotation_refuses_revoked_grant,
             expired_token_is_absent,
             unknown_token_is_invalid,
+            client_and_refresh_read_together,
+            client_and_code_read_together,
             leeway_rotates_from_the_successor,
             leeway_boundaries,
             leeway_reaches_only_one_step_back,
@@ -843,6 +845,100 @@ async fn unknown_token_is_invalid(store: Arc<dyn Store>) {
         Rotated::Invalid
     );
     assert_eq!(store.find_refresh(&hash("r1"), T).await.unwrap(), None);
+}
+
+async fn client_and_refresh_read_together(store: Arc<dyn Store>) {
+    let app = client("app");
+    store.put_client(&app).await.unwrap();
+    let mut g = grant("g1", "u1", "app", T);
+    g.expires_at = T + 1_000;
+    let r0 = issue(&*store, &g, "r0").await;
+    let r1 = token("r1", &g, T + 10);
+    assert_eq!(rotate(&*store, &r0, &r1, 0, T + 10).await, Rotated::Rotated);
+
+    // Both found, each as its own read finds it; a consumed token included.
+    for t in [&r0, &r1] {
+        let (found_client, view) = store
+            .client_and_refresh("app", &t.hash, T + 20)
+            .await
+            .unwrap();
+        assert_eq!(found_client.as_ref(), Some(&app));
+        assert_eq!(view, store.find_refresh(&t.hash, T + 20).await.unwrap());
+        assert!(view.is_some());
+    }
+    let (_, view) = store
+        .client_and_refresh("app", &r0.hash, T + 20)
+        .await
+        .unwrap();
+    assert_eq!(view.unwrap().token.consumed_at, Some(T + 10));
+
+    // Either one missing, or both.
+    let (found_client, view) = store
+        .client_and_refresh("nobody", &r1.hash, T + 20)
+        .await
+        .unwrap();
+    assert_eq!(
+        (found_client, view.map(|v| v.token.hash)),
+        (None, Some(r1.hash.clone()))
+    );
+    let (found_client, view) = store
+        .client_and_refresh("app", &hash("nope"), T + 20)
+        .await
+        .unwrap();
+    assert_eq!((found_client, view), (Some(app.clone()), None));
+    assert_eq!(
+        store
+            .client_and_refresh("nobody", &hash("nope"), T + 20)
+            .await
+            .unwrap(),
+        (None, None)
+    );
+    // An expired token is absent, the client still there.
+    assert_eq!(
+        store
+            .client_and_refresh("app", &r1.hash, g.expires_at)
+            .await
+            .unwrap(),
+        (Some(app), None)
+    );
+}
+
+async fn client_and_code_read_together(store: Arc<dyn Store>) {
+    let app = client("app");
+    store.put_client(&app).await.unwrap();
+    let c = code("c1", "g1", T);
+    store.put_code(&c).await.unwrap();
+
+    let (found_client, found) = store.client_and_code("app", &c.hash, T).await.unwrap();
+    assert_eq!(found_client.as_ref(), Some(&app));
+    assert_eq!(found, store.find_code(&c.hash, T).await.unwrap());
+    assert_eq!(found.map(|f| f.hash), Some(c.hash.clone()));
+
+    // Consumed codes are still found (a replay must be seen).
+    let g = grant("g1", &c.user_id, &c.client_id, T);
+    assert_eq!(
+        store.redeem_code(&c.hash, &g, None, T).await.unwrap(),
+        Redeemed::Issued
+    );
+    let (_, found) = store.client_and_code("app", &c.hash, T + 1).await.unwrap();
+    assert_eq!(found.unwrap().consumed_at, Some(T));
+
+    assert_eq!(
+        store
+            .client_and_code("nobody", &hash("nope"), T)
+            .await
+            .unwrap(),
+        (None, None)
+    );
+    let (found_client, found) = store
+        .client_and_code("app", &c.hash, c.expires_at)
+        .await
+        .unwrap();
+    assert_eq!(
+        (found_client, found),
+        (Some(app), None),
+        "expired at expires_at"
+    );
 }
 
 // ---------------------------------------------------------------- reuse leeway

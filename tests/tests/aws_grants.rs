@@ -273,7 +273,8 @@ fn names(calls: &[Call]) -> Vec<String> {
 async fn round_trips_to_aws_per_grant() {
     let s = serve().await;
 
-    // Without openid: reads, then the write beside the one signature.
+    // Without openid: one read (the client and the code or token together),
+    // then the write beside the one signature.
     let code = s.code("offline_access api").await;
     let (body, calls, rounds) = s
         .measured(&[
@@ -289,7 +290,7 @@ async fn round_trips_to_aws_per_grant() {
     );
     assert_eq!(
         names(&calls),
-        ["GetItem", "GetItem", "Sign", "TransactWriteItems"]
+        ["BatchGetItem", "Sign", "TransactWriteItems"]
     );
     assert_eq!(rounds, 2);
     let rt = body["refresh_token"].as_str().unwrap().to_owned();
@@ -302,7 +303,7 @@ async fn round_trips_to_aws_per_grant() {
     );
     assert_eq!(
         names(&calls),
-        ["GetItem", "GetItem", "Sign", "TransactWriteItems"]
+        ["BatchGetItem", "Sign", "TransactWriteItems"]
     );
     assert_eq!(rounds, 2);
 
@@ -323,7 +324,7 @@ async fn round_trips_to_aws_per_grant() {
     );
     assert_eq!(
         names(&calls),
-        ["GetItem", "GetItem", "Sign", "Sign", "TransactWriteItems"]
+        ["BatchGetItem", "Sign", "Sign", "TransactWriteItems"]
     );
     assert_eq!(rounds, 2);
     // A refresh with openid: the same two rounds.
@@ -337,7 +338,7 @@ async fn round_trips_to_aws_per_grant() {
     );
     assert_eq!(
         names(&calls),
-        ["GetItem", "GetItem", "Sign", "Sign", "TransactWriteItems"]
+        ["BatchGetItem", "Sign", "Sign", "TransactWriteItems"]
     );
     assert_eq!(rounds, 2);
     // Never a Scan, on any path.
@@ -360,7 +361,8 @@ async fn failures_answer_503_and_leave_the_token_working() {
         ("Sign", Fault::throttle()),
         ("TransactWriteItems", Fault::server_error()),
         ("TransactWriteItems", Fault::throttle()),
-        ("GetItem", Fault::server_error()),
+        ("BatchGetItem", Fault::server_error()),
+        ("BatchGetItem", Fault::throttle()),
         ("Sign", Fault::Drop),
     ] {
         s.proxy.break_op(op, fault.clone());

@@ -402,7 +402,7 @@ describe('least privilege', () => {
   const logs = ['logs:CreateLogStream own-log-group', 'logs:PutLogEvents own-log-group'];
   const on = (resource: string, ...actions: string[]) => actions.map((a) => `${a} ${resource}`);
   const indexes = [...on('table/index/by_user', 'dynamodb:Query'), ...on('table/index/by_client', 'dynamodb:Query')];
-  const rotate = on('table', 'dynamodb:GetItem', 'dynamodb:PutItem', 'dynamodb:UpdateItem', 'dynamodb:DeleteItem', 'dynamodb:ConditionCheckItem');
+  const rotate = on('table', 'dynamodb:GetItem', 'dynamodb:BatchGetItem', 'dynamodb:PutItem', 'dynamodb:UpdateItem', 'dynamodb:DeleteItem', 'dynamodb:ConditionCheckItem');
   const expected: Record<FunctionName, string[]> = {
     authorize: [
       ...logs,

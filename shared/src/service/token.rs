@@ -119,12 +119,13 @@ impl Services {
         token_hash: &str,
         now: i64,
     ) -> Result<(Client, Option<RefreshView>), OAuthError> {
-        let (client, view) = tokio::join!(
-            self.store.get_client(auth.client_id()),
-            self.store.find_refresh(token_hash, now)
-        );
-        let client = Self::check_client(auth, client)?;
-        Ok((client, view.map_err(unavailable)?))
+        let (client, view) = self
+            .store
+            .client_and_refresh(auth.client_id(), token_hash, now)
+            .await
+            .map_err(unavailable)?;
+        let client = Self::check_client(auth, Ok(client))?;
+        Ok((client, view))
     }
 
     /// Finishes a client's authentication after a parallel read.
@@ -147,18 +148,18 @@ impl Services {
     ) -> Result<TokenResponse, OAuthError> {
         let now = self.clock.now();
         let code_hash = hash(req.code);
-        let (client, code) = tokio::join!(
-            self.store.get_client(auth.client_id()),
-            self.store.find_code(&code_hash, now)
-        );
-        let client = Self::check_client(auth, client)?;
+        let (client, code) = self
+            .store
+            .client_and_code(auth.client_id(), &code_hash, now)
+            .await
+            .map_err(unavailable)?;
+        let client = Self::check_client(auth, Ok(client))?;
         if !client.allows(GrantType::AuthorizationCode) {
             return Err(OAuthError::unauthorized_client(
                 "this client may not use the authorization code grant",
             ));
         }
         let code = code
-            .map_err(unavailable)?
             .ok_or_else(|| OAuthError::invalid_grant("authorization code is invalid or expired"))?;
         if code.consumed_at.is_some() {
             return Err(self.code_replayed(&code.grant_id, now).await);

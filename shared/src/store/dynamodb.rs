@@ -61,9 +61,9 @@ use aws_sdk_dynamodb::error::{BuildError, DisplayErrorContext, SdkError};
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 use aws_sdk_dynamodb::types::{
     AttributeDefinition, AttributeValue, BillingMode, CancellationReason, Delete,
-    GlobalSecondaryIndex, IndexStatus, KeySchemaElement, KeyType, Projection, ProjectionType, Put,
-    ReturnValue, ReturnValuesOnConditionCheckFailure, ScalarAttributeType, TableStatus,
-    TimeToLiveSpecification, TimeToLiveStatus, TransactWriteItem, Update,
+    GlobalSecondaryIndex, IndexStatus, KeySchemaElement, KeyType, KeysAndAttributes, Projection,
+    ProjectionType, Put, ReturnValue, ReturnValuesOnConditionCheckFailure, ScalarAttributeType,
+    TableStatus, TimeToLiveSpecification, TimeToLiveStatus, TransactWriteItem, Update,
 };
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -80,6 +80,11 @@ type Item = HashMap<String, AttributeValue>;
 
 /// The table's partition key.
 const PK: &str = "pk";
+
+/// BatchGetItem calls for one read when DynamoDB leaves keys unprocessed
+/// (it does under throttling), and the wait before each further one.
+const BATCH_ATTEMPTS: u32 = 3;
+const BATCH_BACKOFF: Duration = Duration::from_millis(25);
 /// The TTL attribute (DESIGN "DynamoDB"), epoch seconds.
 const EXPIRES_AT: &str = "expires_at";
 const GSI_USER: &str = "gsi_user";
@@ -164,6 +169,14 @@ impl DynamoStore {
             .remove(grant_id);
     }
 
+    /// A refresh token's item, with its grant from the snapshot it carries.
+    fn refresh_view(&self, item: &Item) -> Result<RefreshView, StoreError> {
+        let token = refresh_from(item)?;
+        let snapshot = self.remember(GrantSnapshot::from_refresh_item(item)?);
+        let grant = snapshot.grant(token.created_at);
+        Ok(RefreshView { token, grant })
+    }
+
     fn remembered(&self, grant_id: &str) -> Option<Arc<GrantSnapshot>> {
         self.snapshots
             .lock()
@@ -190,6 +203,70 @@ impl DynamoStore {
             .await
             .map_err(|e| sdk_error(op, e))?;
         Ok(out.item)
+    }
+
+    /// Consistent reads of several items in one BatchGetItem, each found
+    /// item in its key's place. Keys that DynamoDB leaves unprocessed (it
+    /// does under throttling) are asked for again, a few times.
+    async fn get_batch<const N: usize>(
+        &self,
+        op: &'static str,
+        pks: [String; N],
+    ) -> Result<[Option<Item>; N], StoreError> {
+        let mut keys = KeysAndAttributes::builder().consistent_read(true);
+        for pk in &pks {
+            keys = keys.keys(HashMap::from([(PK.to_owned(), s(pk.as_str()))]));
+        }
+        let mut pending = Some(HashMap::from([(self.table.clone(), built(keys.build())?)]));
+        let mut found: [Option<Item>; N] = std::array::from_fn(|_| None);
+        for attempt in 0.. {
+            let Some(request) = pending.take().filter(|r| !r.is_empty()) else {
+                break;
+            };
+            if attempt == BATCH_ATTEMPTS {
+                return Err(StoreError::Unavailable(format!(
+                    "dynamodb {op}: keys still unprocessed after {BATCH_ATTEMPTS} attempts"
+                )));
+            }
+            if attempt > 0 {
+                tokio::time::sleep(BATCH_BACKOFF * attempt).await;
+            }
+            let out = self
+                .client
+                .batch_get_item()
+                .set_request_items(Some(request))
+                .send()
+                .await
+                .map_err(|e| sdk_error(op, e))?;
+            let items = out.responses.and_then(|mut r| r.remove(&self.table));
+            for item in items.into_iter().flatten() {
+                let pk = Fields::new(&item, op).s(PK)?;
+                if let Some(i) = pks.iter().position(|k| *k == pk) {
+                    found[i] = Some(item);
+                }
+            }
+            pending = out.unprocessed_keys;
+        }
+        Ok(found)
+    }
+
+    /// The client's item and an expiring record's (`pk`), in one
+    /// BatchGetItem; an expired record is absent.
+    async fn client_and<T>(
+        &self,
+        op: &'static str,
+        client_id: &str,
+        pk: String,
+        now: i64,
+        parse: impl FnOnce(&Item) -> Result<T, StoreError>,
+    ) -> Result<(Option<Client>, Option<T>), StoreError> {
+        let [client, other] = self.get_batch(op, [client_key(client_id), pk]).await?;
+        let client = client.map(|item| client_from(&item)).transpose()?;
+        let other = match other {
+            Some(item) if is_live(&item, op, now)? => Some(parse(&item)?),
+            _ => None,
+        };
+        Ok((client, other))
     }
 
     /// One consistent GetItem of an expiring record; an expired one is absent.
@@ -892,6 +969,17 @@ impl Store for DynamoStore {
             .transpose()
     }
 
+    /// One BatchGetItem of the client's item and the code's.
+    async fn client_and_code(
+        &self,
+        client_id: &str,
+        hash: &str,
+        now: i64,
+    ) -> Result<(Option<Client>, Option<AuthCode>), StoreError> {
+        self.client_and("client_and_code", client_id, code_key(hash), now, code_from)
+            .await
+    }
+
     /// One TransactWriteItems: consume the code (if unused and unexpired),
     /// put the grant, put the first refresh token. When the code's
     /// condition fails its old image comes back with the cancellation, so
@@ -1064,16 +1152,27 @@ impl Store for DynamoStore {
     /// snapshot on it (see the module docs: `revoked_at` is always `None`,
     /// `last_used_at` is the token's `created_at`).
     async fn find_refresh(&self, hash: &str, now: i64) -> Result<Option<RefreshView>, StoreError> {
-        let Some(item) = self
+        let item = self
             .get_live("find_refresh", refresh_key(hash), now)
-            .await?
-        else {
-            return Ok(None);
-        };
-        let token = refresh_from(&item)?;
-        let snapshot = self.remember(GrantSnapshot::from_refresh_item(&item)?);
-        let grant = snapshot.grant(token.created_at);
-        Ok(Some(RefreshView { token, grant }))
+            .await?;
+        item.map(|item| self.refresh_view(&item)).transpose()
+    }
+
+    /// One BatchGetItem of the client's item and the token's.
+    async fn client_and_refresh(
+        &self,
+        client_id: &str,
+        hash: &str,
+        now: i64,
+    ) -> Result<(Option<Client>, Option<RefreshView>), StoreError> {
+        self.client_and(
+            "client_and_refresh",
+            client_id,
+            refresh_key(hash),
+            now,
+            |item| self.refresh_view(item),
+        )
+        .await
     }
 
     /// One TransactWriteItems on the happy path after `find_refresh`: Update
