@@ -7,6 +7,8 @@ use std::sync::Arc;
 use bytes::Bytes;
 use lambda_http::{Body, LambdaEvent, Service as _, service_fn};
 use serde_json::{Value, json};
+use tracing::Level;
+use tracing_subscriber::filter::Targets;
 
 use crate::aws::Keys;
 use crate::http::{Handler, Request, Response};
@@ -16,14 +18,25 @@ use crate::service::admin::RevokeTarget;
 /// JSON log lines on stdout, which Lambda sends to CloudWatch. The level
 /// comes from `TOKENFN_LOG` (default info).
 pub fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("TOKENFN_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::util::SubscriberInitExt as _;
     tracing_subscriber::fmt()
         .json()
-        .with_env_filter(filter)
         .with_current_span(false)
         .without_time()
+        .finish()
+        .with(log_filter(std::env::var("TOKENFN_LOG").ok().as_deref()))
         .init();
+}
+
+/// `TOKENFN_LOG`: a level (`debug`), targets with levels
+/// (`tokenfn_core=debug,info`), or both; `info` when unset or unreadable.
+/// Parsed as tracing's `Targets`, which needs no regular expressions,
+/// rather than as an `EnvFilter`, whose regex engine is 200 KB of every
+/// function binary.
+fn log_filter(raw: Option<&str>) -> Targets {
+    raw.and_then(|raw| raw.parse().ok())
+        .unwrap_or_else(|| Targets::new().with_default(Level::INFO))
 }
 
 /// Ends a container whose settings are wrong, naming the setting; Lambda
@@ -163,6 +176,20 @@ pub type Error = lambda_http::Error;
 #[cfg(all(test, feature = "sqlite"))]
 mod tests {
     use super::*;
+
+    #[test]
+    fn log_filter_reads_levels_and_targets() {
+        let info = log_filter(None);
+        assert!(info.would_enable("tokenfn_core::service", &Level::INFO));
+        assert!(!info.would_enable("tokenfn_core::service", &Level::DEBUG));
+        assert_eq!(log_filter(Some("no=such=filter")).to_string(), info.to_string());
+        let debug = log_filter(Some("debug"));
+        assert!(debug.would_enable("aws_smithy_runtime", &Level::DEBUG));
+        let mixed = log_filter(Some("tokenfn_core=debug,warn"));
+        assert!(mixed.would_enable("tokenfn_core::store", &Level::DEBUG));
+        assert!(!mixed.would_enable("aws_smithy_runtime", &Level::INFO));
+        assert!(mixed.would_enable("aws_smithy_runtime", &Level::WARN));
+    }
     use crate::config::Config;
     use crate::domain::client::Lifetimes;
     use crate::domain::{GrantType, Scopes};
