@@ -549,6 +549,36 @@ async fn untrusted_redirects_get_a_page_and_the_rest_get_redirected_errors() {
     assert_eq!(param(&r, "error").as_deref(), Some("access_denied"));
 }
 
+/// RFC 6749 §4.1.2.1: `error_description` holds only printable ASCII
+/// without `"` and `\`. An unsupported `prompt` value is named in it only
+/// when it is made of those characters (found with schemathesis' inputs:
+/// the raw value used to be echoed whatever it held).
+#[tokio::test]
+async fn redirected_error_descriptions_keep_to_the_rfc_characters() {
+    let env = Env::new(0).await;
+    let base = format!(
+        "/authorize?response_type=code&client_id=web&redirect_uri={}&scope=openid&state=s1",
+        enc(CB)
+    );
+    for (prompt, named) in [("%22%C3%A9%5C", false), ("bogus", true), ("a%0Ab", false)] {
+        let r = env
+            .authorize
+            .handle(get(&format!("{base}&prompt={prompt}"), ""))
+            .await;
+        assert_eq!(r.status(), 302, "{prompt}");
+        assert_eq!(param(&r, "error").as_deref(), Some("invalid_request"));
+        let description = param(&r, "error_description").expect("error_description");
+        assert!(
+            description
+                .bytes()
+                .all(tokenfn_core::domain::error::description_byte),
+            "{prompt}: {description:?}"
+        );
+        assert!(description.starts_with("unsupported prompt value"));
+        assert_eq!(description.contains("bogus"), named, "{description}");
+    }
+}
+
 #[tokio::test]
 async fn token_endpoint_errors_follow_rfc6749_section_5_2() {
     let env = Env::new(0).await;
