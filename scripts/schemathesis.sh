@@ -17,7 +17,7 @@ CHECKS=not_a_server_error,status_code_conformance,content_type_conformance,respo
 DATA=$(mktemp -d)
 REPORT="${TOKENFN_ST_REPORT_DIR:-${CARGO_TARGET_DIR:-target}/schemathesis}"
 mkdir -p "$REPORT"
-rm -f "$REPORT"/events-*.ndjson "$REPORT"/junit-*.xml
+rm -f "$REPORT"/events-*.ndjson "$REPORT"/junit-*.xml "$REPORT"/*.toml "$REPORT"/passwords.dict
 SERVER_PID=
 cleanup() {
   if [[ -n "$SERVER_PID" ]]; then kill "$SERVER_PID" 2>/dev/null || true; wait "$SERVER_PID" 2>/dev/null || true; fi
@@ -67,12 +67,13 @@ export TOKENFN_ST_ACCESS_TOKEN
 # Two passes: with the seeded credentials (HTTP Basic where the document
 # allows it, a bearer token at UserInfo), and without any, so that public
 # clients, missing credentials and their 401s are exercised too.
+printf '"%s"\n' "$USER_PASSWORD" > "$REPORT/passwords.dict"
+cp docs/checks/schemathesis.toml "$REPORT/authenticated.toml"
 sed '/^\[auth/,/^$/d' docs/checks/schemathesis.toml > "$REPORT/anonymous.toml"
 START=$SECONDS
 STATUS=0
 for pass in authenticated anonymous; do
-  config=docs/checks/schemathesis.toml
-  [[ "$pass" == anonymous ]] && config="$REPORT/anonymous.toml"
+  config="$REPORT/$pass.toml"
   echo "schemathesis ($pass) against $URL; checks $CHECKS"
   .venv/bin/schemathesis --config-file "$config" run docs/openapi.yaml \
     --url "$URL" --checks "$CHECKS" --seed "${TOKENFN_ST_SEED:-20261126}" \
