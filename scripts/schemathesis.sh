@@ -7,7 +7,10 @@
 # with the admin commands first, so that the authenticated paths are reached:
 # schemathesis sends the confidential client's HTTP Basic credentials where
 # the document allows them, and an access token (from a password grant) to
-# UserInfo. Needs schemathesis in .venv (scripts/test.sh installs it).
+# UserInfo. Before that, docs/checks/walk_flows.py goes through the flows
+# that generated requests seldom reach. Every response of both is checked
+# against docs/openapi.yaml, and the server must not panic or die.
+# Needs schemathesis in .venv (scripts/test.sh installs it).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -50,6 +53,12 @@ for _ in $(seq 100); do
   sleep 0.1
 done
 [[ -n "$URL" ]] || { echo "tokenfn serve did not say where it listens" >&2; exit 1; }
+
+# First the flows that generated requests seldom reach (a real sign-in,
+# live tokens, the pages' forms), each response checked against the
+# document too. Before schemathesis, whose wrong passwords would make the
+# user's sign-ins wait.
+TOKENFN_ST_USER_PASSWORD="$USER_PASSWORD" .venv/bin/python docs/checks/walk_flows.py "$URL"
 
 # An access token with openid for UserInfo, through the password grant.
 TOKENFN_ST_ACCESS_TOKEN=$(USER_PASSWORD="$USER_PASSWORD" python3 - "$URL" <<'PY'
