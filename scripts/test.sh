@@ -31,6 +31,10 @@ step "infrastructure: cfn-lint and the template checks"
 .venv/bin/cfn-lint infra/template.yaml
 .venv/bin/python -m pytest infra/checks -q -p no:cacheprovider
 
+step "the API document: docs/openapi.yaml against the routers' routes"
+.venv/bin/pip install --quiet --disable-pip-version-check -r docs/checks/requirements.txt
+.venv/bin/python -m pytest docs/checks -q -p no:cacheprovider
+
 step "infrastructure: the CDK app (assertions on the template; builds no Rust)"
 (cd infra/cdk && npm ci --no-audit --no-fund && npm test)
 
@@ -65,8 +69,12 @@ step "black-box tests again, on DynamoDB + KMS (serve --store dynamodb --signer 
 TOKENFN_BLACKBOX_BACKEND=aws cargo test -p tokenfn-blackbox --test cli --test discovery --test errors --test oidc_flow --test refresh \
   --test token_apis --test device_flow --test mfa_login --test connected_apps
 
+BIN="${CARGO_TARGET_DIR:-target}/debug"
+
+step "schemathesis: generated requests against tokenfn serve, checked against docs/openapi.yaml"
+scripts/schemathesis.sh "$BIN/tokenfn"
+
 step "benchmark harness smoke run"
 # A few seconds of the load generator against a fresh `tokenfn serve` (the
 # debug build); the full benchmark is scripts/bench.sh and not part of this.
-BIN="${CARGO_TARGET_DIR:-target}/debug"
 "$BIN/tokenfn-bench" smoke --tokenfn "$BIN/tokenfn"

@@ -6,12 +6,17 @@ use tokenfn_core::domain::client::Lifetimes;
 use tokenfn_core::domain::secret::new_secret;
 use tokenfn_core::domain::{GrantType, Scopes};
 use tokenfn_core::http::pages::escape;
-use tokenfn_core::http::{Request, Response, wire};
+use tokenfn_core::http::{Request, Response, Route, wire};
 use tokenfn_core::service::Services;
 use tokenfn_core::service::admin::NewClient;
 
 /// Where the demo clients are sent back: a page that shows the code.
 pub const CALLBACK: &str = "/demo/callback";
+/// The one route `serve` mounts beside the routers' (GET only).
+pub const ROUTES: &[Route] = &[Route {
+    method: http::Method::GET,
+    path: CALLBACK,
+}];
 const SCOPES: &str = "openid profile email offline_access";
 
 pub async fn seed(services: &Services) -> Result<(), String> {

@@ -12,7 +12,7 @@ use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
-use tokenfn_core::http::{FUNCTIONS, Handler, Request, Response, Route, wire};
+use tokenfn_core::http::{FUNCTIONS, Handler, Request, Response, Route, not_routed, wire};
 use tokenfn_core::service::Services;
 use tokio::net::TcpListener;
 
@@ -54,8 +54,10 @@ impl LocalServer {
             .find(|(routes, _)| routes.iter().any(|r| r.path == path));
         match router {
             Some((_, router)) => router.handle(req).await,
-            None if path == demo::CALLBACK => demo::callback(&self.issuer, &req),
-            None => wire::json_error(404, "invalid_request", "no such endpoint", &[]),
+            None if path == demo::CALLBACK && req.method() == http::Method::GET => {
+                demo::callback(&self.issuer, &req)
+            }
+            None => not_routed(demo::ROUTES, &req),
         }
     }
 }

@@ -549,6 +549,152 @@ async fn untrusted_redirects_get_a_page_and_the_rest_get_redirected_errors() {
     assert_eq!(param(&r, "error").as_deref(), Some("access_denied"));
 }
 
+/// RFC 9700 §4.16 (clickjacking) and §4.2, §4.3 (codes leaking through the
+/// Referer header or caches): every page forbids framing, sends no referrer
+/// and is not stored; so is the redirect that carries the code.
+#[tokio::test]
+async fn pages_and_code_redirects_resist_framing_referrers_and_caches() {
+    let env = Env::new(0).await;
+    let header = |r: &Response, name: &str| {
+        r.headers()
+            .get(name)
+            .map(|v| v.to_str().unwrap().to_owned())
+            .unwrap_or_default()
+    };
+    let page_headers = |r: &Response, what: &str| {
+        assert_eq!(header(r, "x-frame-options"), "DENY", "{what}");
+        assert!(
+            header(r, "content-security-policy").contains("frame-ancestors 'none'"),
+            "{what}"
+        );
+        assert_eq!(header(r, "referrer-policy"), "no-referrer", "{what}");
+        assert_eq!(header(r, "cache-control"), "no-store", "{what}");
+    };
+    let mut cookie = String::new();
+    let q = format!(
+        "/authorize?response_type=code&client_id=web&redirect_uri={}&scope=openid&state=s1",
+        enc(CB)
+    );
+    let login = env.authorize.handle(get(&q, &cookie)).await;
+    absorb_cookies(&login, &mut cookie);
+    page_headers(&login, "login page");
+    let page = body(&login);
+    let form = format!(
+        "interaction={}&csrf={}&username=alice&password=correct+horse+battery",
+        hidden(&page, "interaction"),
+        hidden(&page, "csrf")
+    );
+    let consent = env.authorize.handle(post("/login", &form, &cookie)).await;
+    absorb_cookies(&consent, &mut cookie);
+    page_headers(&consent, "consent page");
+    let page = body(&consent);
+    let form = format!(
+        "interaction={}&csrf={}&decision=allow",
+        hidden(&page, "interaction"),
+        hidden(&page, "csrf")
+    );
+    let redirect = env.authorize.handle(post("/consent", &form, &cookie)).await;
+    assert_eq!(redirect.status(), 303, "303, never 307, after a POST");
+    assert!(param(&redirect, "code").is_some());
+    assert_eq!(header(&redirect, "referrer-policy"), "no-referrer");
+    assert_eq!(header(&redirect, "cache-control"), "no-store");
+    let error = env.authorize.handle(get("/authorize", "")).await;
+    assert_eq!(error.status(), 400);
+    page_headers(&error, "error page");
+}
+
+/// RFC 9700 §4.15: a client's own token never passes for a user's. The
+/// client_credentials grant refuses `openid` (and `offline_access`), and
+/// its access token gets no UserInfo even though its `sub` is set.
+#[tokio::test]
+async fn client_credentials_tokens_speak_for_no_user() {
+    let env = Env::new(0).await;
+    for scope in ["openid", "offline_access", "openid api"] {
+        let form = format!("grant_type=client_credentials&scope={}", enc(scope));
+        let r = env
+            .token
+            .handle(basic(post("/oauth/token", &form, ""), "web", WEB_SECRET))
+            .await;
+        assert_eq!(error_of(&r), "invalid_scope", "{scope}");
+    }
+    let r = env
+        .token
+        .handle(basic(
+            post("/oauth/token", "grant_type=client_credentials", ""),
+            "web",
+            WEB_SECRET,
+        ))
+        .await;
+    assert_eq!(r.status(), 200, "{}", body(&r));
+    let at = json(&r)["access_token"].as_str().unwrap().to_owned();
+    assert_eq!(claims(&at)["sub"], "web");
+    assert!(!claims(&at)["scope"].as_str().unwrap().contains("openid"));
+    let mut req = get("/userinfo", "");
+    req.headers_mut()
+        .insert("authorization", format!("Bearer {at}").parse().unwrap());
+    let r = env.token.handle(req).await;
+    assert_eq!(r.status(), 403);
+    assert!(
+        r.headers()["www-authenticate"]
+            .to_str()
+            .unwrap()
+            .contains("insufficient_scope")
+    );
+}
+
+/// RFC 9700 §4.8 (PKCE downgrade): a `code_verifier` for a code whose
+/// authorization request carried no `code_challenge` is refused, and the
+/// code can then still be redeemed by the client that asked for it.
+#[tokio::test]
+async fn a_verifier_for_a_code_without_a_challenge_is_refused() {
+    let env = Env::new(0).await;
+    let mut cookie = String::new();
+    // web (confidential) asks without PKCE.
+    let code = env.code("web", "openid", &mut cookie).await;
+    let form = format!(
+        "grant_type=authorization_code&code={code}&redirect_uri={}&code_verifier={VERIFIER}",
+        enc(CB)
+    );
+    let r = env
+        .token
+        .handle(basic(post("/oauth/token", &form, ""), "web", WEB_SECRET))
+        .await;
+    assert_eq!(r.status(), 400);
+    assert_eq!(error_of(&r), "invalid_grant");
+    let r = env.exchange("web", &code).await;
+    assert_eq!(r.status(), 200, "{}", body(&r));
+}
+
+/// RFC 6749 §4.1.2.1: `error_description` holds only printable ASCII
+/// without `"` and `\`. An unsupported `prompt` value is named in it only
+/// when it is made of those characters (found with schemathesis' inputs:
+/// the raw value used to be echoed whatever it held).
+#[tokio::test]
+async fn redirected_error_descriptions_keep_to_the_rfc_characters() {
+    let env = Env::new(0).await;
+    let base = format!(
+        "/authorize?response_type=code&client_id=web&redirect_uri={}&scope=openid&state=s1",
+        enc(CB)
+    );
+    for (prompt, named) in [("%22%C3%A9%5C", false), ("bogus", true), ("a%0Ab", false)] {
+        let r = env
+            .authorize
+            .handle(get(&format!("{base}&prompt={prompt}"), ""))
+            .await;
+        assert_eq!(r.status(), 302, "{prompt}");
+        assert_eq!(param(&r, "error").as_deref(), Some("invalid_request"));
+        let description = param(&r, "error_description").expect("error_description");
+        assert!(
+            description
+                .bytes()
+                .all(tokenfn_core::domain::error::description_byte),
+            "{prompt}: {description:?}"
+        );
+        assert!(description.starts_with("unsupported prompt value"));
+        assert_eq!(description.contains("bogus"), named, "{description}");
+    }
+}
+
 #[tokio::test]
 async fn token_endpoint_errors_follow_rfc6749_section_5_2() {
     let env = Env::new(0).await;

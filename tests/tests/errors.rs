@@ -528,3 +528,45 @@ async fn malformed_requests_are_client_errors() {
         );
     }
 }
+
+/// `serve`'s demo callback page answers GET only, like every route of the
+/// routers: any other method gets 405 with `Allow` (found by schemathesis,
+/// which sent TRACE and got the page).
+#[tokio::test]
+async fn demo_callback_refuses_other_methods_with_405() {
+    let env = TestEnv::start();
+    let page = env
+        .http
+        .get(env.url("/demo/callback?error=access_denied"))
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(page.status(), StatusCode::OK);
+    for method in ["POST", "PUT", "DELETE", "TRACE", "PATCH"] {
+        let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
+        let r = env
+            .http
+            .request(method.clone(), env.url("/demo/callback"))
+            .send()
+            .await
+            .expect("send");
+        let allow = r.headers().get("allow").cloned();
+        let r = JsonResponse::read(r).await;
+        r.assert_error(405, "invalid_request");
+        assert_eq!(
+            allow.as_ref().map(|v| v.to_str().unwrap()),
+            Some("GET"),
+            "{method}"
+        );
+    }
+    // Next to it, a path nobody serves is still 404.
+    let r = JsonResponse::read(
+        env.http
+            .get(env.url("/demo/callbacks"))
+            .send()
+            .await
+            .expect("send"),
+    )
+    .await;
+    r.assert_error(404, "invalid_request");
+}

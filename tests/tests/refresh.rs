@@ -135,7 +135,19 @@ async fn public_client_refreshes_with_auth_none() {
         .verify_access_token(second.access_token().secret())
         .await;
     assert_eq!(claims["client_id"], SPA);
-    assert!(second.refresh_token().is_some());
+    // RFC 9700 §2.2.2: a public client's refresh tokens are not
+    // sender-constrained, so they rotate, and a replayed one (stolen, say)
+    // revokes the family, the thief's and the app's token alike.
+    let rt2 = rt_of(&second);
+    assert_ne!(rt2.secret(), rt_of(&first).secret());
+    assert_eq!(
+        token_error_code(refresh(&env, &oidc, &rt_of(&first)).await),
+        "invalid_grant"
+    );
+    assert_eq!(
+        token_error_code(refresh(&env, &oidc, &rt2).await),
+        "invalid_grant"
+    );
 }
 
 #[tokio::test]

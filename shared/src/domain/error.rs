@@ -111,6 +111,12 @@ impl OAuthError {
     }
 }
 
+/// Whether `b` may appear in an `error_description` (RFC 6749 §4.1.2.1,
+/// §5.2: %x20-21 / %x23-5B / %x5D-7E, printable ASCII without `"` and `\`).
+pub fn description_byte(b: u8) -> bool {
+    matches!(b, 0x20..=0x21 | 0x23..=0x5B | 0x5D..=0x7E)
+}
+
 impl fmt::Display for OAuthError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}: {}", self.code, self.description)

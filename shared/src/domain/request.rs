@@ -24,11 +24,13 @@ impl Prompt {
                 "consent" => p.consent = true,
                 // We keep one account per browser session, so there is nothing to select.
                 "select_account" => {}
-                _ => {
+                // The value is named only when error_description may hold it.
+                _ if v.bytes().all(super::error::description_byte) => {
                     return Err(OAuthError::invalid_request(format!(
                         "unsupported prompt value: {v}"
                     )));
                 }
+                _ => return Err(OAuthError::invalid_request("unsupported prompt value")),
             }
         }
         if p.none && (p.login || p.consent) {

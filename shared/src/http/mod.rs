@@ -74,7 +74,7 @@ pub const ACCOUNT_APPS: &str = "/account/apps";
 pub const ACCOUNT_APPS_REVOKE: &str = "/account/apps/revoke";
 
 /// Answers a path that exists with the wrong method, or one that doesn't.
-pub(crate) fn not_routed(routes: &[Route], req: &Request) -> Response {
+pub fn not_routed(routes: &[Route], req: &Request) -> Response {
     let allowed: Vec<&str> = routes
         .iter()
         .filter(|r| r.path == req.uri().path())
