@@ -222,6 +222,12 @@ impl Serve {
         self.browser_post("/consent", &form).await
     }
 
+    /// The page at `url`, as the browser gets it.
+    async fn page(&self, url: &str) -> String {
+        let resp = self.http.get(url).send().await.unwrap();
+        resp.text().await.unwrap()
+    }
+
     /// A form the browser posts to `path`.
     async fn browser_post(&self, path: &str, form: &[(&str, String)]) -> reqwest::Response {
         self.http
@@ -240,15 +246,7 @@ impl Serve {
             urlenc(CALLBACK),
             urlenc(scope)
         );
-        let page = self
-            .http
-            .get(&url)
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let page = self.page(&url).await;
         code_of(&self.sign_in_and_allow(page).await)
     }
 
@@ -271,15 +269,7 @@ impl Serve {
             .await
             .unwrap();
         let user_code = start["user_code"].as_str().unwrap().to_owned();
-        let page = self
-            .http
-            .get(format!("{}/device", self.base))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let page = self.page(&format!("{}/device", self.base)).await;
         let mut form = interaction(&page);
         form.push(("user_code", user_code));
         let page = self
