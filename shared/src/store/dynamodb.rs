@@ -117,10 +117,10 @@ pub struct DynamoStore {
     /// `find_refresh` is exactly one TransactWriteItems. The fields never
     /// change, so an entry is never stale.
     snapshots: Arc<Mutex<HashMap<String, Arc<GrantSnapshot>>>>,
-    /// Grant id to the id `redeem_code` wrote on the code it consumed for
-    /// it, so that `undo_redemption` takes back this store's redemption
-    /// only, never a concurrent one of the same code (both name the same
-    /// grant). Emptied when full, like `snapshots`.
+    /// Grant id to the id `redeem_code` marks the code with, kept while the
+    /// outcome is unknown (an error), so that `undo_redemption` then takes
+    /// back this call's redemption only, never a concurrent one of the same
+    /// code (both name the same grant). Emptied when full, like `snapshots`.
     redemptions: Arc<Mutex<HashMap<String, String>>>,
 }
 
@@ -395,6 +395,69 @@ impl DynamoStore {
                 }
             }
         }
+    }
+
+    /// `redeem_code`'s transaction, marking the code with `redemption`.
+    async fn try_redeem(
+        &self,
+        hash: &str,
+        grant: &Grant,
+        refresh: Option<&RefreshToken>,
+        now: i64,
+        redemption: &str,
+    ) -> Result<Redeemed, StoreError> {
+        let consume = built(
+            Update::builder()
+                .table_name(&self.table)
+                .key(PK, s(code_key(hash)))
+                .update_expression("SET #consumed = :now, #redemption = :redemption")
+                .condition_expression(
+                    "attribute_exists(#pk) AND attribute_not_exists(#consumed) AND #expires > :now",
+                )
+                .expression_attribute_names("#pk", PK)
+                .expression_attribute_names("#consumed", "consumed_at")
+                .expression_attribute_names("#redemption", REDEMPTION)
+                .expression_attribute_names("#expires", EXPIRES_AT)
+                .expression_attribute_values(":now", n(now))
+                .expression_attribute_values(":redemption", s(redemption))
+                .return_values_on_condition_check_failure(
+                    ReturnValuesOnConditionCheckFailure::AllOld,
+                )
+                .build(),
+        )?;
+        let consume = TransactWriteItem::builder().update(consume).build();
+        let (items, snapshot) = self.with_new_grant(Some(consume), grant, refresh)?;
+        let reasons = match self.transact("redeem_code", items).await? {
+            Transacted::Committed => {
+                self.remember(snapshot);
+                return Ok(Redeemed::Issued);
+            }
+            Transacted::Cancelled(reasons) => reasons,
+        };
+        if failed(&reasons, 0) {
+            let code = match reasons.first().and_then(|r| r.item()) {
+                Some(item) => Some(item.clone()),
+                None => self.get("redeem_code", code_key(hash), true).await?,
+            };
+            let Some(code) = code else {
+                return Ok(Redeemed::Invalid);
+            };
+            let fields = Fields::new(&code, "code");
+            // An expired code is absent (invariant 5), consumed or not.
+            if fields.n(EXPIRES_AT)? <= now || fields.opt_n("consumed_at")?.is_none() {
+                return Ok(Redeemed::Invalid);
+            }
+            if fields.opt_s(REDEMPTION)?.as_deref() == Some(redemption) {
+                // This very call committed; its answer was lost and the SDK
+                // sent it again.
+                self.remember(snapshot);
+                return Ok(Redeemed::Issued);
+            }
+            return Ok(Redeemed::Replayed {
+                grant_id: fields.s("grant_id")?,
+            });
+        }
+        Err(grant_conflict(&reasons, 1).unwrap_or_else(|| cancelled("redeem_code", &reasons)))
     }
 
     /// Revokes the grant stored under `pk` if it is active: 1, else 0.
@@ -931,6 +994,11 @@ impl Store for DynamoStore {
     /// a replay is told from an invalid code without another read; a
     /// consistent GetItem follows only when DynamoDB returned no image
     /// (no such code).
+    ///
+    /// The code is marked with an id of this call, so that the SDK's retry
+    /// of a commit whose answer was lost is told from a replay. Until the
+    /// outcome is known (on an error the service takes the redemption
+    /// back), the id is remembered for `undo_redemption`.
     async fn redeem_code(
         &self,
         hash: &str,
@@ -938,31 +1006,8 @@ impl Store for DynamoStore {
         refresh: Option<&RefreshToken>,
         now: i64,
     ) -> Result<Redeemed, StoreError> {
-        // Names this redemption on the code, so that the SDK's retry of a
-        // commit whose answer was lost is told from a replay.
         let redemption = crate::domain::secret::new_id()
             .map_err(|_| StoreError::Unavailable("no randomness for a redemption id".into()))?;
-        let consume = built(
-            Update::builder()
-                .table_name(&self.table)
-                .key(PK, s(code_key(hash)))
-                .update_expression("SET #consumed = :now, #redemption = :redemption")
-                .condition_expression(
-                    "attribute_exists(#pk) AND attribute_not_exists(#consumed) AND #expires > :now",
-                )
-                .expression_attribute_names("#pk", PK)
-                .expression_attribute_names("#consumed", "consumed_at")
-                .expression_attribute_names("#redemption", REDEMPTION)
-                .expression_attribute_names("#expires", EXPIRES_AT)
-                .expression_attribute_values(":now", n(now))
-                .expression_attribute_values(":redemption", s(&redemption))
-                .return_values_on_condition_check_failure(
-                    ReturnValuesOnConditionCheckFailure::AllOld,
-                )
-                .build(),
-        )?;
-        let consume = TransactWriteItem::builder().update(consume).build();
-        let (items, snapshot) = self.with_new_grant(Some(consume), grant, refresh)?;
         {
             let mut pending = self
                 .redemptions
@@ -973,37 +1018,18 @@ impl Store for DynamoStore {
             }
             pending.insert(grant.id.clone(), redemption.clone());
         }
-        let reasons = match self.transact("redeem_code", items).await? {
-            Transacted::Committed => {
-                self.remember(snapshot);
-                return Ok(Redeemed::Issued);
-            }
-            Transacted::Cancelled(reasons) => reasons,
-        };
-        if failed(&reasons, 0) {
-            let code = match reasons.first().and_then(|r| r.item()) {
-                Some(item) => Some(item.clone()),
-                None => self.get("redeem_code", code_key(hash), true).await?,
-            };
-            let Some(code) = code else {
-                return Ok(Redeemed::Invalid);
-            };
-            let fields = Fields::new(&code, "code");
-            // An expired code is absent (invariant 5), consumed or not.
-            if fields.n(EXPIRES_AT)? <= now || fields.opt_n("consumed_at")?.is_none() {
-                return Ok(Redeemed::Invalid);
-            }
-            if fields.opt_s(REDEMPTION)?.as_deref() == Some(redemption.as_str()) {
-                // This very call committed; its answer was lost and the SDK
-                // sent it again.
-                self.remember(snapshot);
-                return Ok(Redeemed::Issued);
-            }
-            return Ok(Redeemed::Replayed {
-                grant_id: fields.s("grant_id")?,
-            });
+        let outcome = self
+            .try_redeem(hash, grant, refresh, now, &redemption)
+            .await;
+        if outcome.is_ok() {
+            // Known: committed (no other redemption of the code can then
+            // exist to be taken back in its place) or nothing written.
+            self.redemptions
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .remove(&grant.id);
         }
-        Err(grant_conflict(&reasons, 1).unwrap_or_else(|| cancelled("redeem_code", &reasons)))
+        outcome
     }
 
     /// One TransactWriteItems: the grant and its first refresh token, both new.
@@ -1018,11 +1044,12 @@ impl Store for DynamoStore {
                 self.remember(snapshot);
                 Ok(())
             }
-            // The grant id is new for this call, and so is its token: both
-            // present means this call committed and the SDK sent it again
-            // after a lost answer.
+            // The first token's hash is of a secret made for this call:
+            // the grant and that token both present means this call
+            // committed and the SDK sent it again after a lost answer.
+            // (Without a token, an existing grant id stays a Conflict.)
             Transacted::Cancelled(reasons)
-                if failed(&reasons, 0) && (refresh.is_none() || failed(&reasons, 1)) =>
+                if refresh.is_some() && failed(&reasons, 0) && failed(&reasons, 1) =>
             {
                 self.remember(snapshot);
                 Ok(())
