@@ -9,6 +9,7 @@
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use aws_sdk_dynamodb::types::AttributeValue;
@@ -72,6 +73,8 @@ fn cli(endpoint: &str, args: &[&str], stdin: Option<&str>) -> Value {
 
 pub struct Serve {
     child: Child,
+    /// The end of the server's stderr, shown when a test fails.
+    log: Arc<Mutex<String>>,
     pub base: String,
     pub http: reqwest::Client,
     pub proxy: AwsProxy,
@@ -82,6 +85,13 @@ impl Drop for Serve {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        if std::thread::panicking() {
+            let log = self.log.lock().unwrap_or_else(|e| e.into_inner());
+            eprintln!(
+                "---- tokenfn serve at {} (stderr, end) ----\n{log}",
+                self.base
+            );
+        }
     }
 }
 
@@ -152,9 +162,32 @@ pub async fn serve_with(env: &[(&str, &str)]) -> Serve {
         .env("AWS_ENDPOINT_URL", proxy.url())
         .envs(env.iter().copied())
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        .env("TOKENFN_LOG", "warn")
+        .stderr(Stdio::piped())
         .spawn()
         .unwrap();
+    let log = Arc::new(Mutex::new(String::new()));
+    let mut stderr = child.stderr.take().unwrap();
+    let sink = Arc::clone(&log);
+    std::thread::spawn(move || {
+        use std::io::Read as _;
+        let mut buf = [0u8; 8192];
+        while let Ok(n) = stderr.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            let mut log = sink.lock().unwrap_or_else(|e| e.into_inner());
+            log.push_str(&String::from_utf8_lossy(&buf[..n]));
+            // Only the end matters: what led to a failure.
+            if log.len() > 1 << 16 {
+                let cut = log.len() - (1 << 15);
+                let cut = (cut..log.len())
+                    .find(|&i| log.is_char_boundary(i))
+                    .unwrap_or(0);
+                log.drain(..cut);
+            }
+        }
+    });
     let stdout = child.stdout.take().unwrap();
     let base = tokio::task::spawn_blocking(move || {
         use std::io::BufRead as _;
@@ -177,6 +210,7 @@ pub async fn serve_with(env: &[(&str, &str)]) -> Serve {
         .unwrap();
     Serve {
         child,
+        log,
         base,
         http,
         proxy,
