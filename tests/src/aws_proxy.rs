@@ -1,8 +1,9 @@
 //! A proxy in front of the AWS emulator (moto's server). It records every
 //! call (service operation, start, end) so that tests and the benchmark can
 //! count the round trips a grant makes, and it injects faults per
-//! operation: error statuses, throttling, slow answers and dropped
-//! connections.
+//! operation or per call (only the Nth call of an operation): error
+//! statuses, throttling, slow answers, dropped connections, and calls that
+//! moto applies but whose answer is lost on the way back.
 //!
 //! Run as a process of its own (`tokenfn-bench aws-proxy`), it shows the
 //! calls on `GET /__proxy/calls` and forgets them on `POST /__proxy/reset`.
@@ -50,6 +51,10 @@ pub enum Fault {
     Delay(Duration),
     /// Close the connection without an answer.
     Drop,
+    /// Forward to moto (which applies the call), then lose its answer: close
+    /// the connection, or answer this status instead. A commit whose
+    /// response never arrives.
+    Lost { status: Option<u16> },
 }
 
 impl Fault {
@@ -67,11 +72,42 @@ impl Fault {
     }
 }
 
+/// A fault for one call: the `nth` call of `op` counted from when it was armed.
+struct OneShot {
+    op: String,
+    nth: usize,
+    seen: usize,
+    fault: Fault,
+}
+
 struct State {
     epoch: Instant,
     calls: Vec<Call>,
     /// Operation name (without prefix) -> fault applied to every call of it.
     faults: HashMap<String, Fault>,
+    one_shots: Vec<OneShot>,
+    /// Calls received and not yet answered (or dropped).
+    in_flight: usize,
+}
+
+impl State {
+    /// The fault for the call of `name` arriving now, counting it against
+    /// the armed one-shots; a one-shot is spent when its call comes.
+    fn fault_for(&mut self, name: &str) -> Option<Fault> {
+        let mut hit = None;
+        self.one_shots.retain_mut(|s| {
+            if s.op != name {
+                return true;
+            }
+            s.seen += 1;
+            if s.seen == s.nth && hit.is_none() {
+                hit = Some(s.fault.clone());
+                return false;
+            }
+            true
+        });
+        hit.or_else(|| self.faults.get(name).cloned())
+    }
 }
 
 #[derive(Clone)]
@@ -94,6 +130,8 @@ impl AwsProxy {
             epoch: Instant::now(),
             calls: Vec::new(),
             faults: HashMap::new(),
+            one_shots: Vec::new(),
+            in_flight: 0,
         }));
         let upstream: Arc<str> = upstream.trim_end_matches('/').into();
         let client: Client<HttpConnector, Full<Bytes>> =
@@ -143,9 +181,74 @@ impl AwsProxy {
         }
     }
 
+    /// Applies `fault` to the `nth` call (1-based) of `op` from now on, and
+    /// to no other call.
+    pub fn break_nth(&self, op: &str, nth: usize, fault: Fault) {
+        if let Ok(mut st) = self.state.lock() {
+            st.one_shots.push(OneShot {
+                op: op.to_owned(),
+                nth,
+                seen: 0,
+                fault,
+            });
+        }
+    }
+
+    /// Applies `fault` to the next call of `op` only.
+    pub fn break_next(&self, op: &str, fault: Fault) {
+        self.break_nth(op, 1, fault);
+    }
+
+    /// Removes every fault, for all calls and for single calls.
     pub fn heal(&self) {
         if let Ok(mut st) = self.state.lock() {
             st.faults.clear();
+            st.one_shots.clear();
+        }
+    }
+
+    /// Whether a one-shot fault is still waiting for its call.
+    pub fn armed(&self) -> bool {
+        self.state
+            .lock()
+            .map(|st| !st.one_shots.is_empty())
+            .unwrap_or(false)
+    }
+
+    /// Waits until no call is in flight through the proxy (a delayed call
+    /// has reached moto or been abandoned), at most `limit`.
+    pub async fn settle(&self, limit: Duration) -> bool {
+        let deadline = Instant::now() + limit;
+        loop {
+            let busy = self.state.lock().map(|st| st.in_flight).unwrap_or(0);
+            if busy == 0 {
+                return true;
+            }
+            if Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+/// Counts a call in flight until dropped, whether answered or abandoned
+/// (hyper drops the handler when the caller closes the connection).
+struct InFlight<'a>(&'a Mutex<State>);
+
+impl<'a> InFlight<'a> {
+    fn enter(state: &'a Mutex<State>) -> Self {
+        if let Ok(mut st) = state.lock() {
+            st.in_flight += 1;
+        }
+        InFlight(state)
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        if let Ok(mut st) = self.0.lock() {
+            st.in_flight -= 1;
         }
     }
 }
@@ -196,10 +299,8 @@ async fn forward(
         .unwrap_or("(none)")
         .to_owned();
     let name = op.rsplit('.').next().unwrap_or(&op).to_owned();
-    let fault = state
-        .lock()
-        .ok()
-        .and_then(|st| st.faults.get(&name).cloned());
+    let _in_flight = InFlight::enter(state);
+    let fault = state.lock().ok().and_then(|mut st| st.fault_for(&name));
     let (parts, body) = req.into_parts();
     let body = body
         .collect()
@@ -208,17 +309,12 @@ async fn forward(
         .unwrap_or_default();
 
     let response = match fault {
-        Some(Fault::Error { status, kind }) => {
-            let body = format!(r#"{{"__type":"{kind}","message":"injected by the test proxy"}}"#);
-            Response::builder()
-                .status(status)
-                .header("content-type", "application/x-amz-json-1.0")
-                .header("x-amzn-errortype", kind)
-                .body(Full::new(Bytes::from(body)))
-                .unwrap_or_else(|_| Response::new(Full::new(Bytes::new())))
-        }
+        Some(Fault::Error { status, kind }) => error_response(status, kind),
         // An error here makes hyper close the connection without a response.
-        Some(Fault::Drop) => return Err(std::io::Error::other("dropped by the test proxy")),
+        Some(Fault::Drop) => {
+            record(state, op, start);
+            return Err(std::io::Error::other("dropped by the test proxy"));
+        }
         other => {
             if let Some(Fault::Delay(d)) = other {
                 tokio::time::sleep(d).await;
@@ -248,7 +344,16 @@ async fn forward(
                         .await
                         .map(|b| b.to_bytes())
                         .unwrap_or_default();
-                    Response::from_parts(parts, Full::new(bytes))
+                    match other {
+                        Some(Fault::Lost { status: None }) => {
+                            record(state, op, start);
+                            return Err(std::io::Error::other("answer lost by the test proxy"));
+                        }
+                        Some(Fault::Lost {
+                            status: Some(status),
+                        }) => error_response(status, "InternalServerError"),
+                        _ => Response::from_parts(parts, Full::new(bytes)),
+                    }
                 }
                 Err(e) => Response::builder()
                     .status(StatusCode::BAD_GATEWAY)
@@ -257,6 +362,21 @@ async fn forward(
             }
         }
     };
+    record(state, op, start);
+    Ok(response)
+}
+
+fn error_response(status: u16, kind: &str) -> Response<Full<Bytes>> {
+    let body = format!(r#"{{"__type":"{kind}","message":"injected by the test proxy"}}"#);
+    Response::builder()
+        .status(status)
+        .header("content-type", "application/x-amz-json-1.0")
+        .header("x-amzn-errortype", kind)
+        .body(Full::new(Bytes::from(body)))
+        .unwrap_or_else(|_| Response::new(Full::new(Bytes::new())))
+}
+
+fn record(state: &Mutex<State>, op: String, start: Instant) {
     if let Ok(mut st) = state.lock() {
         let since = |t: Instant| t.duration_since(st.epoch).as_micros() as u64;
         let call = Call {
@@ -266,7 +386,6 @@ async fn forward(
         };
         st.calls.push(call);
     }
-    Ok(response)
 }
 
 #[cfg(test)]

@@ -209,21 +209,25 @@ impl Services {
                 .redeem_device_code(&code_hash, &grant, record.as_ref(), now),
             self.mint(&client, &grant, &grant.scopes, None, now)
         );
-        if !redeemed.map_err(unavailable)? {
+        let refresh_hash = record.as_ref().map(|r| r.hash.as_str());
+        let redeemed = match redeemed {
+            Ok(redeemed) => redeemed,
+            Err(e) => {
+                // The outcome is unknown (a timeout, a lost answer): take
+                // back a redemption that may have committed, so that the
+                // device's next poll is not refused (DESIGN invariant 7).
+                self.undo_device(&code_hash, &grant.id, refresh_hash).await;
+                return Err(unavailable(e));
+            }
+        };
+        if !redeemed {
             // Consumed by a concurrent poll, or expired in between.
             return Err(OAuthError::invalid_grant("device code was already used"));
         }
         let (access_token, id_token) = match minted {
             Ok(tokens) => tokens,
             Err(e) => {
-                let refresh_hash = record.as_ref().map(|r| r.hash.as_str());
-                if let Err(undo) = self
-                    .store
-                    .undo_device_redemption(&code_hash, &grant.id, refresh_hash)
-                    .await
-                {
-                    tracing::error!(grant = %grant.id, error = %undo, "could not undo a device redemption");
-                }
+                self.undo_device(&code_hash, &grant.id, refresh_hash).await;
                 return Err(e);
             }
         };
@@ -530,6 +534,18 @@ impl Services {
             client_name: client.name,
             approved,
         })
+    }
+
+    /// Takes back a device code's redemption for `grant_id` that was made
+    /// (or may have been) without tokens handed out; a failure is logged.
+    async fn undo_device(&self, code_hash: &str, grant_id: &str, refresh_hash: Option<&str>) {
+        if let Err(undo) = self
+            .store
+            .undo_device_redemption(code_hash, grant_id, refresh_hash)
+            .await
+        {
+            tracing::error!(grant = %grant_id, error = %undo, "could not undo a device redemption");
+        }
     }
 }
 

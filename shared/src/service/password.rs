@@ -112,14 +112,17 @@ impl Services {
             self.store.create_grant(&grant, record.as_ref()),
             self.mint(&client, &grant, &scopes, None, now)
         );
-        created.map_err(unavailable)?;
+        if let Err(e) = created {
+            // The outcome is unknown (a timeout, a lost answer): a grant
+            // that may exist with nothing handed out must not linger.
+            self.drop_unissued(&grant.id, now).await;
+            return Err(unavailable(e));
+        }
         let (access_token, id_token) = match minted {
             Ok(tokens) => tokens,
             Err(e) => {
                 // Nothing was handed out: the grant must not linger.
-                if let Err(undo) = self.store.revoke_grant(&grant.id, now).await {
-                    tracing::error!(grant = %grant.id, error = %undo, "could not revoke an unissued grant");
-                }
+                self.drop_unissued(&grant.id, now).await;
                 return Err(e);
             }
         };
@@ -131,5 +134,13 @@ impl Services {
             refresh_token,
             id_token,
         ))
+    }
+
+    /// Revokes the grant `grant_id`, made (or maybe made) with nothing
+    /// handed out; a failure is logged.
+    async fn drop_unissued(&self, grant_id: &str, now: i64) {
+        if let Err(undo) = self.store.revoke_grant(grant_id, now).await {
+            tracing::error!(grant = %grant_id, error = %undo, "could not revoke an unissued grant");
+        }
     }
 }

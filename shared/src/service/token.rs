@@ -206,13 +206,24 @@ impl Services {
             now,
         )?;
         let refresh = refresh_token.is_some();
+        let refresh_hash = record.as_ref().map(|r| r.hash.as_str());
 
         let (redeemed, minted) = tokio::join!(
             self.store
                 .redeem_code(&code_hash, &grant, record.as_ref(), now),
             self.mint(&client, &grant, &grant.scopes, code.nonce.as_deref(), now)
         );
-        match redeemed.map_err(unavailable)? {
+        let redeemed = match redeemed {
+            Ok(redeemed) => redeemed,
+            Err(e) => {
+                // The outcome is unknown (a timeout, a lost answer): take
+                // back a redemption that may have committed, so that the
+                // client's retry is not a replay (DESIGN invariant 7).
+                self.undo_code(&code_hash, &grant.id, refresh_hash).await;
+                return Err(unavailable(e));
+            }
+        };
+        match redeemed {
             Redeemed::Issued => {}
             Redeemed::Replayed { grant_id } => {
                 return Err(self.code_replayed(&grant_id, now).await);
@@ -228,14 +239,7 @@ impl Services {
             Err(e) => {
                 // The code was redeemed but no tokens can be handed out: take
                 // the redemption back so the client's retry is not a replay.
-                let refresh_hash = record.as_ref().map(|r| r.hash.as_str());
-                if let Err(undo) = self
-                    .store
-                    .undo_redemption(&code_hash, &grant.id, refresh_hash)
-                    .await
-                {
-                    tracing::error!(grant = %grant.id, error = %undo, "could not undo a redemption");
-                }
+                self.undo_code(&code_hash, &grant.id, refresh_hash).await;
                 return Err(e);
             }
         };
@@ -247,6 +251,26 @@ impl Services {
             refresh_token,
             id_token,
         ))
+    }
+
+    /// Takes back a redemption of `code_hash` for `grant_id` that was made
+    /// (or may have been) without tokens handed out; a failure is logged.
+    async fn undo_code(&self, code_hash: &str, grant_id: &str, refresh_hash: Option<&str>) {
+        if let Err(undo) = self
+            .store
+            .undo_redemption(code_hash, grant_id, refresh_hash)
+            .await
+        {
+            tracing::error!(grant = %grant_id, error = %undo, "could not undo a redemption");
+        }
+    }
+
+    /// Takes back a rotation of `old_hash` to `successor_hash` that was made
+    /// (or may have been) without tokens handed out; a failure is logged.
+    async fn undo_rotation(&self, grant_id: &str, old_hash: &str, successor_hash: &str) {
+        if let Err(undo) = self.store.undo_rotation(old_hash, successor_hash).await {
+            tracing::error!(grant = %grant_id, error = %undo, "could not undo a rotation");
+        }
     }
 
     /// RFC 6749 §4.1.2: a code used twice revokes what it issued.
@@ -300,7 +324,18 @@ impl Services {
             // OIDC Core §12.2: no nonce in an ID token from a refresh.
             self.mint(&client, &view.grant, &scopes, None, now)
         );
-        match rotated.map_err(unavailable)? {
+        let rotated = match rotated {
+            Ok(rotated) => rotated,
+            Err(e) => {
+                // The outcome is unknown (a timeout, a lost answer): take
+                // back a rotation that may have committed, so that the
+                // presented token still works (DESIGN invariant 7).
+                self.undo_rotation(&view.grant.id, &old_hash, &successor.hash)
+                    .await;
+                return Err(unavailable(e));
+            }
+        };
+        match rotated {
             Rotated::Rotated => {}
             Rotated::Reused { grant_id } => {
                 return Err(self.refresh_reused(&grant_id, &old_hash, now).await);
@@ -316,9 +351,8 @@ impl Services {
             Err(e) => {
                 // Rotated but nothing to hand out: put the presented token
                 // back so that the client's retry works (DESIGN invariant 7).
-                if let Err(undo) = self.store.undo_rotation(&old_hash, &successor.hash).await {
-                    tracing::error!(grant = %view.grant.id, error = %undo, "could not undo a rotation");
-                }
+                self.undo_rotation(&view.grant.id, &old_hash, &successor.hash)
+                    .await;
                 return Err(e);
             }
         };

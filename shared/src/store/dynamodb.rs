@@ -122,6 +122,11 @@ pub struct DynamoStore {
     /// `find_refresh` is exactly one TransactWriteItems. The fields never
     /// change, so an entry is never stale.
     snapshots: Arc<Mutex<HashMap<String, Arc<GrantSnapshot>>>>,
+    /// Grant id to the id `redeem_code` marks the code with, kept while the
+    /// outcome is unknown (an error), so that `undo_redemption` then takes
+    /// back this call's redemption only, never a concurrent one of the same
+    /// code (both name the same grant). Emptied when full, like `snapshots`.
+    redemptions: Arc<Mutex<HashMap<String, String>>>,
 }
 
 impl std::fmt::Debug for DynamoStore {
@@ -139,6 +144,7 @@ impl DynamoStore {
             client,
             table: table.into(),
             snapshots: Arc::new(Mutex::new(HashMap::new())),
+            redemptions: Arc::new(Mutex::new(HashMap::new())),
         }
     }
 
@@ -468,6 +474,69 @@ impl DynamoStore {
         }
     }
 
+    /// `redeem_code`'s transaction, marking the code with `redemption`.
+    async fn try_redeem(
+        &self,
+        hash: &str,
+        grant: &Grant,
+        refresh: Option<&RefreshToken>,
+        now: i64,
+        redemption: &str,
+    ) -> Result<Redeemed, StoreError> {
+        let consume = built(
+            Update::builder()
+                .table_name(&self.table)
+                .key(PK, s(code_key(hash)))
+                .update_expression("SET #consumed = :now, #redemption = :redemption")
+                .condition_expression(
+                    "attribute_exists(#pk) AND attribute_not_exists(#consumed) AND #expires > :now",
+                )
+                .expression_attribute_names("#pk", PK)
+                .expression_attribute_names("#consumed", "consumed_at")
+                .expression_attribute_names("#redemption", REDEMPTION)
+                .expression_attribute_names("#expires", EXPIRES_AT)
+                .expression_attribute_values(":now", n(now))
+                .expression_attribute_values(":redemption", s(redemption))
+                .return_values_on_condition_check_failure(
+                    ReturnValuesOnConditionCheckFailure::AllOld,
+                )
+                .build(),
+        )?;
+        let consume = TransactWriteItem::builder().update(consume).build();
+        let (items, snapshot) = self.with_new_grant(Some(consume), grant, refresh)?;
+        let reasons = match self.transact("redeem_code", items).await? {
+            Transacted::Committed => {
+                self.remember(snapshot);
+                return Ok(Redeemed::Issued);
+            }
+            Transacted::Cancelled(reasons) => reasons,
+        };
+        if failed(&reasons, 0) {
+            let code = match reasons.first().and_then(|r| r.item()) {
+                Some(item) => Some(item.clone()),
+                None => self.get("redeem_code", code_key(hash), true).await?,
+            };
+            let Some(code) = code else {
+                return Ok(Redeemed::Invalid);
+            };
+            let fields = Fields::new(&code, "code");
+            // An expired code is absent (invariant 5), consumed or not.
+            if fields.n(EXPIRES_AT)? <= now || fields.opt_n("consumed_at")?.is_none() {
+                return Ok(Redeemed::Invalid);
+            }
+            if fields.opt_s(REDEMPTION)?.as_deref() == Some(redemption) {
+                // This very call committed; its answer was lost and the SDK
+                // sent it again.
+                self.remember(snapshot);
+                return Ok(Redeemed::Issued);
+            }
+            return Ok(Redeemed::Replayed {
+                grant_id: fields.s("grant_id")?,
+            });
+        }
+        Err(grant_conflict(&reasons, 1).unwrap_or_else(|| cancelled("redeem_code", &reasons)))
+    }
+
     /// Revokes the grant stored under `pk` if it is active: 1, else 0.
     /// The actions of a transaction that creates `grant` with its first
     /// refresh token (both new), after `first` when there is one.
@@ -498,19 +567,27 @@ impl DynamoStore {
     /// `grant_id`, unconsumed again (`remove`: the attributes to drop).
     fn unconsume(&self, pk: String, remove: &str, grant_id: &str) -> Result<Update, StoreError> {
         built(
-            Update::builder()
-                .table_name(&self.table)
-                .key(PK, s(pk))
-                .update_expression(remove)
-                .condition_expression(
-                    "attribute_exists(#pk) AND attribute_exists(#consumed) AND #grant = :grant",
-                )
-                .expression_attribute_names("#pk", PK)
-                .expression_attribute_names("#consumed", "consumed_at")
-                .expression_attribute_names("#grant", "grant_id")
-                .expression_attribute_values(":grant", s(grant_id))
+            self.unconsume_builder(pk, remove, grant_id)
+                .condition_expression(CONSUMED_FOR_GRANT)
                 .build(),
         )
+    }
+
+    /// `unconsume` without its condition.
+    fn unconsume_builder(
+        &self,
+        pk: String,
+        remove: &str,
+        grant_id: &str,
+    ) -> aws_sdk_dynamodb::types::builders::UpdateBuilder {
+        Update::builder()
+            .table_name(&self.table)
+            .key(PK, s(pk))
+            .update_expression(remove)
+            .expression_attribute_names("#pk", PK)
+            .expression_attribute_names("#consumed", "consumed_at")
+            .expression_attribute_names("#grant", "grant_id")
+            .expression_attribute_values(":grant", s(grant_id))
     }
 
     /// One TransactWriteItems: `restore`, Delete the grant (present and
@@ -723,6 +800,11 @@ enum Attempt {
 }
 
 const CONDITION_FAILED: &str = "ConditionalCheckFailed";
+/// The condition of taking back a redemption: consumed, for this grant.
+const CONSUMED_FOR_GRANT: &str =
+    "attribute_exists(#pk) AND attribute_exists(#consumed) AND #grant = :grant";
+/// The attribute naming the call that redeemed a code.
+const REDEMPTION: &str = "redemption_id";
 const TRANSACTION_CONFLICT: &str = "TransactionConflict";
 
 /// Whether the `at`-th action of a cancelled transaction failed its condition.
@@ -742,6 +824,20 @@ fn grant_conflict(reasons: &[CancellationReason], at: usize) -> Option<StoreErro
     } else {
         None
     }
+}
+
+/// Whether the string attribute `name` of `item` is `value`.
+fn item_names(item: &Item, name: &str, value: &str) -> bool {
+    matches!(item.get(name), Some(AttributeValue::S(v)) if v == value)
+}
+
+/// Whether the old image returned for the `at`-th action of a cancelled
+/// transaction has `name` = `value`.
+fn refused_item_names(reasons: &[CancellationReason], at: usize, name: &str, value: &str) -> bool {
+    reasons
+        .get(at)
+        .and_then(|r| r.item())
+        .is_some_and(|item| item_names(item, name, value))
 }
 
 /// Whether any action of a cancelled transaction failed its condition.
@@ -986,6 +1082,11 @@ impl Store for DynamoStore {
     /// a replay is told from an invalid code without another read; a
     /// consistent GetItem follows only when DynamoDB returned no image
     /// (no such code).
+    ///
+    /// The code is marked with an id of this call, so that the SDK's retry
+    /// of a commit whose answer was lost is told from a replay. Until the
+    /// outcome is known (on an error the service takes the redemption
+    /// back), the id is remembered for `undo_redemption`.
     async fn redeem_code(
         &self,
         hash: &str,
@@ -993,50 +1094,30 @@ impl Store for DynamoStore {
         refresh: Option<&RefreshToken>,
         now: i64,
     ) -> Result<Redeemed, StoreError> {
-        let consume = built(
-            Update::builder()
-                .table_name(&self.table)
-                .key(PK, s(code_key(hash)))
-                .update_expression("SET #consumed = :now")
-                .condition_expression(
-                    "attribute_exists(#pk) AND attribute_not_exists(#consumed) AND #expires > :now",
-                )
-                .expression_attribute_names("#pk", PK)
-                .expression_attribute_names("#consumed", "consumed_at")
-                .expression_attribute_names("#expires", EXPIRES_AT)
-                .expression_attribute_values(":now", n(now))
-                .return_values_on_condition_check_failure(
-                    ReturnValuesOnConditionCheckFailure::AllOld,
-                )
-                .build(),
-        )?;
-        let consume = TransactWriteItem::builder().update(consume).build();
-        let (items, snapshot) = self.with_new_grant(Some(consume), grant, refresh)?;
-        let reasons = match self.transact("redeem_code", items).await? {
-            Transacted::Committed => {
-                self.remember(snapshot);
-                return Ok(Redeemed::Issued);
+        let redemption = crate::domain::secret::new_id()
+            .map_err(|_| StoreError::Unavailable("no randomness for a redemption id".into()))?;
+        {
+            let mut pending = self
+                .redemptions
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            if pending.len() >= SNAPSHOT_CACHE {
+                pending.clear();
             }
-            Transacted::Cancelled(reasons) => reasons,
-        };
-        if failed(&reasons, 0) {
-            let code = match reasons.first().and_then(|r| r.item()) {
-                Some(item) => Some(item.clone()),
-                None => self.get("redeem_code", code_key(hash), true).await?,
-            };
-            let Some(code) = code else {
-                return Ok(Redeemed::Invalid);
-            };
-            let fields = Fields::new(&code, "code");
-            // An expired code is absent (invariant 5), consumed or not.
-            if fields.n(EXPIRES_AT)? <= now || fields.opt_n("consumed_at")?.is_none() {
-                return Ok(Redeemed::Invalid);
-            }
-            return Ok(Redeemed::Replayed {
-                grant_id: fields.s("grant_id")?,
-            });
+            pending.insert(grant.id.clone(), redemption.clone());
         }
-        Err(grant_conflict(&reasons, 1).unwrap_or_else(|| cancelled("redeem_code", &reasons)))
+        let outcome = self
+            .try_redeem(hash, grant, refresh, now, &redemption)
+            .await;
+        if outcome.is_ok() {
+            // Known: committed (no other redemption of the code can then
+            // exist to be taken back in its place) or nothing written.
+            self.redemptions
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .remove(&grant.id);
+        }
+        outcome
     }
 
     /// One TransactWriteItems: the grant and its first refresh token, both new.
@@ -1048,6 +1129,16 @@ impl Store for DynamoStore {
         let (items, snapshot) = self.with_new_grant(None, grant, refresh)?;
         match self.transact("create_grant", items).await? {
             Transacted::Committed => {
+                self.remember(snapshot);
+                Ok(())
+            }
+            // The first token's hash is of a secret made for this call:
+            // the grant and that token both present means this call
+            // committed and the SDK sent it again after a lost answer.
+            // (Without a token, an existing grant id stays a Conflict.)
+            Transacted::Cancelled(reasons)
+                if refresh.is_some() && failed(&reasons, 0) && failed(&reasons, 1) =>
+            {
                 self.remember(snapshot);
                 Ok(())
             }
@@ -1231,6 +1322,11 @@ impl Store for DynamoStore {
         if old.grant_id != successor.grant_id {
             return Ok(Rotated::Invalid);
         }
+        if old.successor_hash.as_deref() == Some(successor.hash.as_str()) {
+            // This very call committed; its answer was lost and the SDK
+            // sent it again.
+            return Ok(Rotated::Rotated);
+        }
         let Some(consumed_at) = old.consumed_at else {
             // Unconsumed yet refused: past its idle lifetime.
             return Ok(Rotated::Invalid);
@@ -1249,6 +1345,11 @@ impl Store for DynamoStore {
         match self.try_rotate(&next, successor, &snapshot, now).await? {
             Attempt::Rotated => Ok(Rotated::Rotated),
             Attempt::GrantInactive => Ok(Rotated::Invalid),
+            Attempt::TokenRefused(Some(item))
+                if item_names(&item, "successor_hash", &successor.hash) =>
+            {
+                Ok(Rotated::Rotated)
+            }
             Attempt::TokenRefused(_) => Ok(reused),
         }
     }
@@ -1268,7 +1369,28 @@ impl Store for DynamoStore {
         grant_id: &str,
         refresh_hash: Option<&str>,
     ) -> Result<bool, StoreError> {
-        let restore = self.unconsume(code_key(code_hash), "REMOVE #consumed", grant_id)?;
+        let mut restore = self.unconsume_builder(
+            code_key(code_hash),
+            "REMOVE #consumed, #redemption",
+            grant_id,
+        );
+        restore = restore.expression_attribute_names("#redemption", REDEMPTION);
+        let mine = self
+            .redemptions
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(grant_id);
+        restore = match mine {
+            // Only the redemption this store made (the code names the same
+            // grant whoever redeemed it).
+            Some(id) => restore
+                .condition_expression(format!(
+                    "{CONSUMED_FOR_GRANT} AND #redemption = :redemption"
+                ))
+                .expression_attribute_values(":redemption", s(id)),
+            None => restore.condition_expression(CONSUMED_FOR_GRANT),
+        };
+        let restore = built(restore.build())?;
         self.undo_grant("undo_redemption", restore, grant_id, refresh_hash)
             .await
     }
@@ -1556,12 +1678,24 @@ impl Store for DynamoStore {
                 .expression_attribute_values(":now", n(now))
                 .expression_attribute_values(":grant", s(&grant.id))
                 .expression_attribute_values(":approved", s(approved))
+                .return_values_on_condition_check_failure(
+                    ReturnValuesOnConditionCheckFailure::AllOld,
+                )
                 .build(),
         )?;
         let consume = TransactWriteItem::builder().update(consume).build();
         let (items, snapshot) = self.with_new_grant(Some(consume), grant, refresh)?;
         match self.transact("redeem_device_code", items).await? {
             Transacted::Committed => {
+                self.remember(snapshot);
+                Ok(true)
+            }
+            // The grant id is new for this call: consumed for it means this
+            // call committed and the SDK sent it again after a lost answer.
+            Transacted::Cancelled(reasons)
+                if failed(&reasons, 0)
+                    && refused_item_names(&reasons, 0, "grant_id", &grant.id) =>
+            {
                 self.remember(snapshot);
                 Ok(true)
             }
