@@ -431,9 +431,9 @@ async fn a_lost_rotation_answer_recovers_within_the_leeway() {
         let grants = check_table(&s, client).await;
         s.proxy
             .break_next("TransactWriteItems", Kind::AppliedDropped.fault());
-        // The undo reads the presented token first (after the two reads of
-        // the request): that read fails, and nothing is taken back.
-        s.proxy.break_nth("GetItem", 3, Fault::server_error());
+        // The undo reads the presented token first (the request's own read
+        // is a BatchGetItem): that read fails, and nothing is taken back.
+        s.proxy.break_nth("GetItem", 1, Fault::server_error());
         let (status, body) = request(&s, Grant::Refresh, client, Some(&rt)).await;
         assert_eq!(status, 503, "{body}");
         assert!(s.proxy.settle(Duration::from_secs(10)).await);
