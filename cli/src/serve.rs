@@ -87,7 +87,7 @@ pub async fn run(backend: &Backend, args: ServeArgs) -> Result<(), String> {
     println!("tokenfn listening on http://{local}");
 
     loop {
-        let (stream, _) = tokio::select! {
+        let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(conn) => conn,
                 Err(e) => {
@@ -104,7 +104,7 @@ pub async fn run(backend: &Backend, args: ServeArgs) -> Result<(), String> {
         tokio::spawn(async move {
             let service = service_fn(move |req: hyper::Request<Incoming>| {
                 let server = server.clone();
-                async move { Ok::<_, Infallible>(serve_one(&server, req).await) }
+                async move { Ok::<_, Infallible>(serve_one(&server, req, peer.ip()).await) }
             });
             if let Err(e) = http1::Builder::new()
                 .serve_connection(TokioIo::new(stream), service)
@@ -117,11 +117,15 @@ pub async fn run(backend: &Backend, args: ServeArgs) -> Result<(), String> {
 }
 
 /// Turns a hyper request into the routers' `http::Request<Bytes>` and back.
+/// `peer` is the TCP peer's address: the source address the throttling
+/// counts by (never a header the client sent).
 async fn serve_one(
     server: &LocalServer,
     req: hyper::Request<Incoming>,
+    peer: std::net::IpAddr,
 ) -> hyper::Response<Full<Bytes>> {
-    let (parts, body) = req.into_parts();
+    let (mut parts, body) = req.into_parts();
+    parts.extensions.insert(wire::SourceAddr(peer));
     let response = match Limited::new(body, wire::MAX_BODY).collect().await {
         Ok(collected) => {
             server

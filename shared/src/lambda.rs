@@ -11,6 +11,7 @@ use tracing::Level;
 use tracing_subscriber::filter::Targets;
 
 use crate::aws::Keys;
+use crate::http::wire::SourceAddr;
 use crate::http::{Handler, Request, Response};
 use crate::service::Services;
 use crate::service::admin::RevokeTarget;
@@ -58,7 +59,11 @@ pub async fn start(keys: Keys) -> Arc<Services> {
 }
 
 pub fn to_request(req: lambda_http::Request) -> Request {
-    let (parts, body) = req.into_parts();
+    let source = source_ip(&req);
+    let (mut parts, body) = req.into_parts();
+    if let Some(addr) = source {
+        parts.extensions.insert(SourceAddr(addr));
+    }
     let bytes = match body {
         Body::Empty => Bytes::new(),
         Body::Text(s) => Bytes::from(s),
@@ -67,6 +72,18 @@ pub fn to_request(req: lambda_http::Request) -> Request {
         _ => Bytes::new(),
     };
     http::Request::from_parts(parts, bytes)
+}
+
+/// The caller's address as API Gateway saw it (`requestContext.http.sourceIp`
+/// of an HTTP API event): the address of the TCP connection to API Gateway,
+/// which a client cannot forge with a header.
+fn source_ip(req: &lambda_http::Request) -> Option<std::net::IpAddr> {
+    use lambda_http::RequestExt as _;
+    use lambda_http::request::RequestContext;
+    match req.request_context_ref()? {
+        RequestContext::ApiGatewayV2(ctx) => ctx.http.source_ip.as_deref()?.parse().ok(),
+        _ => None,
+    }
 }
 
 pub fn to_response(resp: Response) -> lambda_http::Response<Body> {
@@ -271,6 +288,29 @@ mod tests {
         let lambda = to_response(resp.clone());
         assert_eq!(lambda.status(), resp.status());
         resp
+    }
+
+    #[test]
+    fn the_source_address_is_api_gateways_never_a_header() {
+        let forged = json!({
+            "x-forwarded-for": "10.9.9.9",
+            "forwarded": "for=10.9.9.9",
+            "x-real-ip": "10.9.9.9"
+        });
+        let ev = event("POST", "/login", "", forged.clone(), Some("a=b"));
+        let req = to_request(lambda_http::request::from_str(&ev.to_string()).unwrap());
+        assert_eq!(
+            crate::http::wire::source_addr(&req),
+            Some("192.0.2.10".parse().unwrap())
+        );
+        // Without one in the context there is none, whatever the headers say.
+        let mut ev = event("POST", "/login", "", forged, Some("a=b"));
+        ev["requestContext"]["http"]
+            .as_object_mut()
+            .unwrap()
+            .remove("sourceIp");
+        let req = to_request(lambda_http::request::from_str(&ev.to_string()).unwrap());
+        assert_eq!(crate::http::wire::source_addr(&req), None);
     }
 
     #[tokio::test]

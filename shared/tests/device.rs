@@ -229,21 +229,6 @@ impl Env {
     }
 }
 
-fn secret_of(otpauth: &str) -> String {
-    url::Url::parse(otpauth)
-        .unwrap()
-        .query_pairs()
-        .find(|(k, _)| k == "secret")
-        .map(|(_, v)| v.into_owned())
-        .unwrap()
-}
-
-/// The text of a page's error message.
-fn alert(page: &str) -> String {
-    let start = page.find("role=\"alert\">").expect("an error message") + 14;
-    page[start..][..page[start..].find('<').unwrap()].to_owned()
-}
-
 fn amr(id_token: &str) -> Vec<String> {
     claims(id_token)["amr"]
         .as_array()

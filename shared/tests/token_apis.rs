@@ -303,14 +303,21 @@ async fn password_failures_back_off_per_user_and_then_clear() {
 #[tokio::test]
 async fn password_failures_back_off_per_client() {
     let env = Env::new(200).await;
-    // Twenty failures spread over many usernames (credential stuffing).
-    for i in 0..20 {
-        let r = env.password(&format!("user{i}"), "guess", "api").await;
+    // Twenty-one failures spread over many usernames and addresses
+    // (credential stuffing through one client).
+    let stuff = |i: u32, user: &str, password: &str| {
+        let form = format!(
+            "grant_type=password&username={user}&password={}&scope=api",
+            enc(password)
+        );
+        let req = basic(post("/oauth/token", &form, ""), "pw", SECRET);
+        env.token.handle(from(req, &format!("203.0.113.{i}")))
+    };
+    for i in 0..21 {
+        let r = stuff(i, &format!("user{i}"), "guess").await;
         assert!(error_triple(&r).2.contains("wrong"));
     }
-    let r = env.password("user99", "guess", "api").await;
-    assert!(error_triple(&r).2.contains("wrong"));
-    let held = error_triple(&env.password("bob", PASSWORD, "api").await);
+    let held = error_triple(&stuff(99, "bob", PASSWORD).await);
     assert!(held.2.contains("try again"), "{held:?}");
     // Another client is not held.
     let form = format!(

@@ -74,10 +74,11 @@ impl AuthorizeRouter {
                     Ok(f) => f,
                     Err(e) => return self.respond(error_page(400, &e.description), 303),
                 };
+                let addr = wire::source_addr(&req);
                 let reply = match req.uri().path() {
-                    LOGIN => self.services.login(&form, &cookies).await,
+                    LOGIN => self.services.login(&form, &cookies, addr).await,
                     CONSENT => self.services.consent(&form, &cookies).await,
-                    DEVICE => self.services.device_enter(&form, &cookies).await,
+                    DEVICE => self.services.device_enter(&form, &cookies, addr).await,
                     _ => self.services.account_revoke(&form, &cookies).await,
                 };
                 // 303: the browser follows a POST's redirect with a GET.
@@ -89,7 +90,7 @@ impl AuthorizeRouter {
 
     fn respond(&self, reply: BrowserReply, redirect_status: u16) -> Response {
         let secure = self.services.config.secure_cookies();
-        let cookies: Vec<(&str, String)> = reply
+        let mut headers: Vec<(&str, String)> = reply
             .set_cookies
             .iter()
             .map(|c| {
@@ -100,10 +101,15 @@ impl AuthorizeRouter {
             })
             .collect();
         match reply.reply {
-            Reply::Redirect(location) => wire::redirect(redirect_status, &location, &cookies),
+            Reply::Redirect(location) => wire::redirect(redirect_status, &location, &headers),
             Reply::Page(page) => {
-                let (status, body) = pages::render(&page);
-                wire::html(status, body, &cookies)
+                let (mut status, body) = pages::render(&page);
+                if let Some(wait) = reply.retry_after {
+                    // RFC 6585 §4.
+                    status = 429;
+                    headers.push(("retry-after", wait.to_string()));
+                }
+                wire::html(status, body, &headers)
             }
         }
     }
@@ -116,5 +122,6 @@ fn error_page(status: u16, message: &str) -> BrowserReply {
             message: message.to_owned(),
         }),
         set_cookies: Vec::new(),
+        retry_after: None,
     }
 }

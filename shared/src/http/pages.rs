@@ -281,7 +281,7 @@ mod tests {
             interaction: "i".into(),
             csrf: "c".into(),
             client_name: "<i>App</i>".into(),
-            error: Some("x"),
+            error: Some("x".into()),
         });
         assert!(html.contains("name=\"otp\""));
         assert!(!html.contains("<i>App"));

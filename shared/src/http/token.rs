@@ -78,7 +78,7 @@ pub(crate) async fn token_request(
             return wire::oauth_error(&e, req.headers().contains_key(http::header::AUTHORIZATION));
         }
     };
-    match run_grant(services, &auth, &form, refresh_only).await {
+    match run_grant(services, req, &auth, &form, refresh_only).await {
         Ok(body) => wire::json_no_store(200, &body),
         Err(e) => wire::oauth_error(&e, auth.used_basic()),
     }
@@ -86,6 +86,7 @@ pub(crate) async fn token_request(
 
 async fn run_grant(
     services: &Services,
+    req: &Request,
     auth: &ClientAuth,
     form: &[(String, String)],
     refresh_only: bool,
@@ -121,7 +122,13 @@ async fn run_grant(
             let username = wire::required(form, "username")?;
             let password = wire::required(form, "password")?;
             services
-                .password_grant(auth, username, password, scope.as_ref())
+                .password_grant(
+                    auth,
+                    username,
+                    password,
+                    scope.as_ref(),
+                    wire::source_addr(req),
+                )
                 .await
         }
         _ => Err(OAuthError::new(

@@ -1,6 +1,8 @@
 //! Reading requests and writing responses: forms, cookies, client
 //! authentication headers, JSON and error bodies. Parse once, fail early.
 
+use std::net::IpAddr;
+
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use bytes::Bytes;
@@ -104,6 +106,18 @@ fn basic_credentials(value: &HeaderValue) -> Result<(String, String), OAuthError
         return Err(bad());
     }
     Ok((id, unform(secret)?))
+}
+
+/// The address a request came from, as the shell that received it saw it:
+/// the TCP peer in `tokenfn serve`, API Gateway's `sourceIp` in Lambda.
+/// Set only by the shells, as a request extension; no header a client
+/// sends (`X-Forwarded-For`, `Forwarded`, ...) is ever read for it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SourceAddr(pub IpAddr);
+
+/// The request's [`SourceAddr`], if its shell knew one.
+pub fn source_addr(req: &Request) -> Option<IpAddr> {
+    req.extensions().get::<SourceAddr>().map(|a| a.0)
 }
 
 /// The cookies the browser pages care about.

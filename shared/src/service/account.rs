@@ -51,6 +51,7 @@ impl Services {
             return BrowserReply {
                 reply: Reply::Page(login_page(&interaction, csrf, None)),
                 set_cookies,
+                retry_after: None,
             };
         };
         let (user, grants) = tokio::join!(
@@ -100,6 +101,7 @@ impl Services {
                 apps,
             }),
             set_cookies,
+            retry_after: None,
         }
     }
 

@@ -3,12 +3,15 @@
 //! page, a redirect to a trusted redirect URI, or an error page when the
 //! redirect URI cannot be trusted.
 
+use std::net::IpAddr;
+
 use url::Url;
 
 use super::{Services, no_randomness};
 use crate::domain::grant::{MAX_OTP_FAILURES, is_mfa};
 use crate::domain::request::Params;
 use crate::domain::secret::{self, ct_eq, hash};
+use crate::domain::throttle;
 use crate::domain::{
     AuthCode, AuthorizationRequest, Client, Consent, ErrorCode, Flow, Interaction, OAuthError,
     Purpose, Session, User, totp,
@@ -39,7 +42,7 @@ pub enum Page {
         interaction: String,
         csrf: String,
         client_name: String,
-        error: Option<&'static str>,
+        error: Option<String>,
     },
     Consent {
         interaction: String,
@@ -52,14 +55,14 @@ pub enum Page {
         interaction: String,
         csrf: String,
         client_name: String,
-        error: Option<&'static str>,
+        error: Option<String>,
     },
     /// The device verification page (RFC 8628 §3.3): the user code form.
     DeviceEntry {
         interaction: String,
         csrf: String,
         user_code: String,
-        error: Option<&'static str>,
+        error: Option<String>,
     },
     /// The end of a device verification: back to the device.
     DeviceDone {
@@ -101,6 +104,9 @@ pub enum Reply {
 pub struct BrowserReply {
     pub reply: Reply,
     pub set_cookies: Vec<SetCookie>,
+    /// Set when the attempt was throttled: the page goes out as a 429
+    /// with `Retry-After` (seconds).
+    pub retry_after: Option<i64>,
 }
 
 impl BrowserReply {
@@ -108,6 +114,7 @@ impl BrowserReply {
         Self {
             reply: Reply::Page(page),
             set_cookies: Vec::new(),
+            retry_after: None,
         }
     }
 
@@ -122,6 +129,16 @@ impl BrowserReply {
         Self {
             reply: Reply::Redirect(location),
             set_cookies: Vec::new(),
+            retry_after: None,
+        }
+    }
+
+    /// `page` (a form again, with the wait in its message) for an attempt
+    /// that came too soon after too many failures.
+    pub(super) fn throttled(page: Page, wait: i64) -> Self {
+        Self {
+            retry_after: Some(wait),
+            ..Self::page(page)
         }
     }
 
@@ -136,6 +153,14 @@ impl BrowserReply {
 }
 
 pub const GENERIC_LOGIN_ERROR: &str = "The username or password is incorrect.";
+
+/// The message of a throttled form: the same for every account.
+pub fn throttled_message(wait: i64) -> String {
+    format!(
+        "Too many failed attempts. Wait {}, then try again.",
+        super::throttle::seconds(wait)
+    )
+}
 /// The one answer to a wrong, malformed or replayed TOTP code.
 pub const GENERIC_OTP_ERROR: &str =
     "That code is not right. Enter the current code from your authenticator app.";
@@ -309,6 +334,7 @@ impl Services {
         BrowserReply {
             reply: Reply::Page(page),
             set_cookies,
+            retry_after: None,
         }
     }
 
@@ -396,6 +422,7 @@ impl Services {
                 error: None,
             }),
             set_cookies,
+            retry_after: None,
         }
     }
 
@@ -439,8 +466,14 @@ impl Services {
     }
 
     /// POST /login: the password form, or (when the interaction waits for
-    /// one) the TOTP form.
-    pub async fn login(&self, form: &[(String, String)], cookies: &Cookies) -> BrowserReply {
+    /// one) the TOTP form. `addr` is the source address the throttling
+    /// counts by.
+    pub async fn login(
+        &self,
+        form: &[(String, String)],
+        cookies: &Cookies,
+        addr: Option<IpAddr>,
+    ) -> BrowserReply {
         let now = self.clock.now();
         let (mut interaction, csrf) = match self.load_interaction(form, cookies, now).await {
             Ok(v) => v,
@@ -452,27 +485,46 @@ impl Services {
         };
         if interaction.flow.otp_user.is_some() {
             return self
-                .second_factor(interaction, csrf, client.as_ref(), form, now)
+                .second_factor(interaction, csrf, client.as_ref(), form, addr, now)
                 .await;
         }
         let params = Params(form);
         let username = params.get("username").ok().flatten().unwrap_or("");
         let password = params.get("password").ok().flatten().unwrap_or("");
-        let user = match self.store.find_user(username).await {
-            Ok(u) => u,
-            Err(e) => return BrowserReply::unavailable(e),
+        let lanes = throttle::sign_in_lanes(throttle::PASSWORD, username, addr);
+        let (user, checked) = tokio::join!(
+            self.store.find_user(username),
+            self.throttle_check(&lanes, now)
+        );
+        let (user, checked) = match (user, checked) {
+            (Ok(u), Ok(c)) => (u, c),
+            (Err(e), _) | (_, Err(e)) => return BrowserReply::unavailable(e),
         };
+        let again = |error: String| {
+            let mut page = login_page(&interaction, csrf.clone(), client.as_ref());
+            if let Page::Login { error: e, .. } = &mut page {
+                *e = Some(error);
+            }
+            page
+        };
+        if let Some(wait) = checked.wait {
+            // Not counted, not checked: the same answer for every username.
+            tracing::info!(interaction = %interaction.id, wait, "sign-in throttled");
+            return BrowserReply::throttled(again(throttled_message(wait)), wait);
+        }
         let user = match super::check_password(user, password).await {
             Some(u) => u,
             None => {
                 tracing::info!(interaction = %interaction.id, "sign-in failed");
-                let mut page = login_page(&interaction, csrf, client.as_ref());
-                if let Page::Login { error, .. } = &mut page {
-                    *error = Some(GENERIC_LOGIN_ERROR);
+                if let Err(e) = self.throttle_failed(&lanes, now).await {
+                    return BrowserReply::unavailable(e);
                 }
-                return BrowserReply::page(page);
+                return BrowserReply::page(again(GENERIC_LOGIN_ERROR.to_owned()));
             }
         };
+        if let Err(e) = self.throttle_passed(checked).await {
+            return BrowserReply::unavailable(e);
+        }
 
         if user.has_mfa() {
             // RFC 6238: the password was right; now the code.
@@ -534,16 +586,37 @@ impl Services {
         csrf: String,
         client: Option<&Client>,
         form: &[(String, String)],
+        addr: Option<IpAddr>,
         now: i64,
     ) -> BrowserReply {
         let Some(user_id) = interaction.flow.otp_user.clone() else {
             return BrowserReply::error(400, "Please sign in first.");
         };
         let code = Params(form).get("otp").ok().flatten().unwrap_or("");
-        let user = match self.store.get_user(&user_id).await {
-            Ok(u) => u,
-            Err(e) => return BrowserReply::unavailable(e),
+        // Counted per account and address too: a new interaction must not
+        // buy a new set of guesses.
+        let lanes = throttle::sign_in_lanes(throttle::OTP, &user_id, addr);
+        let (user, checked) = tokio::join!(
+            self.store.get_user(&user_id),
+            self.throttle_check(&lanes, now)
+        );
+        let (user, checked) = match (user, checked) {
+            (Ok(u), Ok(c)) => (u, c),
+            (Err(e), _) | (_, Err(e)) => return BrowserReply::unavailable(e),
         };
+        let again = |interaction: Interaction, csrf: String, error: String| Page::Otp {
+            interaction: interaction.id,
+            csrf,
+            client_name: display_name(client),
+            error: Some(error),
+        };
+        if let Some(wait) = checked.wait {
+            tracing::info!(user = %user_id, wait, "second factor throttled");
+            return BrowserReply::throttled(
+                again(interaction, csrf, throttled_message(wait)),
+                wait,
+            );
+        }
         let step = match user.as_ref().and_then(|u| u.totp_secret.as_deref()) {
             Some(secret) => match totp::verify(secret, code, now) {
                 Ok(step) => step,
@@ -562,12 +635,18 @@ impl Services {
             None => false,
         };
         if accepted {
+            if let Err(e) = self.throttle_passed(checked).await {
+                return BrowserReply::unavailable(e);
+            }
             tracing::info!(user = %user_id, "second factor accepted");
             interaction.flow.otp_user = None;
             interaction.flow.otp_failures = 0;
             return self
                 .signed_in(interaction, csrf, client, &user_id, amr_password_otp(), now)
                 .await;
+        }
+        if let Err(e) = self.throttle_failed(&lanes, now).await {
+            return BrowserReply::unavailable(e);
         }
         interaction.flow.otp_failures += 1;
         tracing::info!(user = %user_id, failures = interaction.flow.otp_failures, "second factor refused");
@@ -580,12 +659,7 @@ impl Services {
         if let Err(e) = self.store.put_interaction(&interaction).await {
             return BrowserReply::unavailable(e);
         }
-        BrowserReply::page(Page::Otp {
-            interaction: interaction.id,
-            csrf,
-            client_name: display_name(client),
-            error: Some(GENERIC_OTP_ERROR),
-        })
+        BrowserReply::page(again(interaction, csrf, GENERIC_OTP_ERROR.to_owned()))
     }
 
     /// The user is authenticated (`amr` says how): a new session, then on

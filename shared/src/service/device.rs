@@ -3,9 +3,13 @@
 //! code, signs in and decides (§3.3), and the polling at the token endpoint
 //! (§3.4, §3.5).
 
+use std::net::IpAddr;
+
 use serde::Serialize;
 
-use super::authorize::{BrowserReply, Cookies, Page, Reply, consent_page, login_page};
+use super::authorize::{
+    BrowserReply, Cookies, Page, Reply, consent_page, login_page, throttled_message,
+};
 use super::token::NewGrant;
 use super::{Services, TokenResponse, no_randomness, unavailable};
 use crate::domain::device::{
@@ -15,6 +19,7 @@ use crate::domain::grant::{MAX_CODE_FAILURES, is_mfa};
 use crate::domain::request::Params;
 use crate::domain::scope::OPENID;
 use crate::domain::secret::{self, hash, log_prefix};
+use crate::domain::throttle;
 use crate::domain::{
     AuthorizationRequest, ClientAuth, Consent, ErrorCode, Flow, GrantType, Interaction, OAuthError,
     Purpose, Scopes,
@@ -313,11 +318,19 @@ impl Services {
                 error: None,
             }),
             set_cookies,
+            retry_after: None,
         }
     }
 
     /// POST /device: the user code, then sign-in (or step-up) and consent.
-    pub async fn device_enter(&self, form: &[(String, String)], cookies: &Cookies) -> BrowserReply {
+    /// Wrong codes count against this browser's interaction, the source
+    /// address `addr`, and the signed-in account if there is one.
+    pub async fn device_enter(
+        &self,
+        form: &[(String, String)],
+        cookies: &Cookies,
+        addr: Option<IpAddr>,
+    ) -> BrowserReply {
         let now = self.clock.now();
         let (mut interaction, csrf) = match self.load_interaction(form, cookies, now).await {
             Ok(v) => v,
@@ -330,6 +343,30 @@ impl Services {
             return BrowserReply::error(429, TOO_MANY_USER_CODES);
         }
         let typed = Params(form).get("user_code").ok().flatten().unwrap_or("");
+        let session = match &cookies.session {
+            Some(c) => match self.store.get_session(&hash(c), now).await {
+                Ok(s) => s,
+                Err(e) => return BrowserReply::unavailable(e),
+            },
+            None => None,
+        };
+        let mut lanes = vec![throttle::address_lane(throttle::USER_CODE, addr)];
+        if let Some(s) = &session {
+            lanes.push(throttle::Lane {
+                key: format!("{}:account:{}", throttle::USER_CODE, hash(&s.user_id)),
+                backoff: throttle::PER_ACCOUNT,
+                reset_on_success: true,
+            });
+        }
+        let checked = match self.throttle_check(&lanes, now).await {
+            Ok(c) => c,
+            Err(e) => return BrowserReply::unavailable(e),
+        };
+        if let Some(wait) = checked.wait {
+            tracing::info!(interaction = %interaction.id, wait, "user code entry throttled");
+            let page = self.device_entry_page(interaction, csrf, typed, throttled_message(wait));
+            return BrowserReply::throttled(page, wait);
+        }
         let found = match normalize_user_code(typed) {
             Some(code) => match self.store.find_user_code(&hash(&code), now).await {
                 Ok(found) => found,
@@ -345,8 +382,16 @@ impl Services {
                 return self.device_entry_again(interaction, csrf, typed, USED_USER_CODE);
             }
             Some(d) => d,
-            None => return self.wrong_user_code(interaction, csrf, typed, now).await,
+            None => {
+                if let Err(e) = self.throttle_failed(&lanes, now).await {
+                    return BrowserReply::unavailable(e);
+                }
+                return self.wrong_user_code(interaction, csrf, typed, now).await;
+            }
         };
+        if let Err(e) = self.throttle_passed(checked).await {
+            return BrowserReply::unavailable(e);
+        }
         let client = match self.store.get_client(&device.client_id).await {
             Ok(Some(c)) => c,
             Ok(None) => {
@@ -362,13 +407,6 @@ impl Services {
         interaction.flow.code_failures = 0;
         interaction.expires_at = interaction.expires_at.min(device.expires_at).max(now + 1);
 
-        let session = match &cookies.session {
-            Some(c) => match self.store.get_session(&hash(c), now).await {
-                Ok(s) => s,
-                Err(e) => return BrowserReply::unavailable(e),
-            },
-            None => None,
-        };
         let Some(session) = session else {
             if let Err(e) = self.store.put_interaction(&interaction).await {
                 return BrowserReply::unavailable(e);
@@ -402,12 +440,22 @@ impl Services {
         typed: &str,
         error: &'static str,
     ) -> BrowserReply {
-        BrowserReply::page(Page::DeviceEntry {
+        BrowserReply::page(self.device_entry_page(interaction, csrf, typed, error.to_owned()))
+    }
+
+    fn device_entry_page(
+        &self,
+        interaction: Interaction,
+        csrf: String,
+        typed: &str,
+        error: String,
+    ) -> Page {
+        Page::DeviceEntry {
             interaction: interaction.id,
             csrf,
             user_code: typed.chars().take(16).collect(),
             error: Some(error),
-        })
+        }
     }
 
     /// A wrong user code counts against this browser (RFC 8628 §5.1: user

@@ -1,32 +1,27 @@
 //! The resource owner password credentials grant (RFC 6749 §4.3), for the
 //! clients an operator explicitly allowed it. Failed attempts back off per
-//! account and per client; a user with a second factor cannot use it.
+//! account, per source address and per client; a user with a second factor cannot use it.
 
+use std::net::IpAddr;
+
+use super::throttle::seconds;
 use super::token::NewGrant;
 use super::{Services, TokenResponse, no_randomness, unavailable};
 use crate::domain::scope::{OFFLINE_ACCESS, OPENID};
-use crate::domain::secret::{self, hash};
-use crate::domain::throttle::{self, Backoff, FAILURE_TTL};
+use crate::domain::secret;
+use crate::domain::throttle::{self, Lane};
 use crate::domain::{ClientAuth, GrantType, OAuthError, Scopes};
-use crate::ports::Failures;
 
-/// The throttling keys of one attempt. The username is hashed, so the key
-/// is the same for names that exist and names that do not.
-fn keys(username: &str, client_id: &str) -> (String, String) {
-    (
-        format!("password:user:{}", hash(username)),
-        format!("password:client:{client_id}"),
-    )
-}
-
-fn throttled(backoff: Backoff, f: Failures, now: i64) -> Result<(), OAuthError> {
-    match backoff.retry_after(f.count, f.last_at, now) {
-        Some(wait) => Err(OAuthError::invalid_grant(format!(
-            "too many failed sign-ins; try again in {wait} second{}",
-            if wait == 1 { "" } else { "s" }
-        ))),
-        None => Ok(()),
-    }
+/// The lanes of one attempt: the same as the login form's (one password,
+/// one count, whichever way it is tried), plus the client's own.
+fn lanes(username: &str, client_id: &str, addr: Option<IpAddr>) -> Vec<Lane> {
+    let mut lanes = throttle::sign_in_lanes(throttle::PASSWORD, username, addr);
+    lanes.push(Lane {
+        key: format!("password:client:{client_id}"),
+        backoff: throttle::PER_CLIENT,
+        reset_on_success: false,
+    });
+    lanes
 }
 
 impl Services {
@@ -38,14 +33,14 @@ impl Services {
         username: &str,
         password: &str,
         scope: Option<&Scopes>,
+        addr: Option<IpAddr>,
     ) -> Result<TokenResponse, OAuthError> {
         let now = self.clock.now();
-        let (user_key, client_key) = keys(username, auth.client_id());
-        let (client, user, user_failures, client_failures) = tokio::join!(
+        let lanes = lanes(username, auth.client_id(), addr);
+        let (client, user, checked) = tokio::join!(
             self.store.get_client(auth.client_id()),
             self.store.find_user(username),
-            self.store.get_failures(&user_key, now),
-            self.store.get_failures(&client_key, now)
+            self.throttle_check(&lanes, now)
         );
         let client = Self::check_client(auth, client)?;
         if !client.allows(GrantType::Password) {
@@ -60,22 +55,21 @@ impl Services {
             }
             _ => client.scopes.without(OFFLINE_ACCESS),
         };
-        let user_failures = user_failures.map_err(unavailable)?;
-        throttled(throttle::PER_USER, user_failures, now)?;
-        throttled(
-            throttle::PER_CLIENT,
-            client_failures.map_err(unavailable)?,
-            now,
-        )?;
+        let checked = checked.map_err(unavailable)?;
+        if let Some(wait) = checked.wait {
+            // Waiting attempts do not count, and get the same answer for
+            // every username.
+            return Err(OAuthError::invalid_grant(format!(
+                "too many failed sign-ins; try again in {}",
+                seconds(wait)
+            )));
+        }
         let user = user.map_err(unavailable)?;
 
         let Some(user) = super::check_password(user, password).await else {
-            let (a, b) = tokio::join!(
-                self.store.add_failure(&user_key, now, FAILURE_TTL),
-                self.store.add_failure(&client_key, now, FAILURE_TTL)
-            );
-            a.map_err(unavailable)?;
-            b.map_err(unavailable)?;
+            self.throttle_failed(&lanes, now)
+                .await
+                .map_err(unavailable)?;
             tracing::info!(client = %client.id, "password grant: sign-in failed");
             return Err(OAuthError::invalid_grant(
                 "the username or password is wrong",
@@ -88,12 +82,7 @@ impl Services {
                  use the authorization code flow",
             ));
         }
-        if user_failures.count > 0 {
-            self.store
-                .clear_failures(&user_key)
-                .await
-                .map_err(unavailable)?;
-        }
+        self.throttle_passed(checked).await.map_err(unavailable)?;
         self.make_room(&user.id, &client.id, now).await?;
 
         let NewGrant {

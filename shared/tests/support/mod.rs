@@ -9,8 +9,15 @@ use base64::Engine as _;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use bytes::Bytes;
 use serde_json::Value;
+use std::sync::Arc;
+
+use tokenfn_core::config::Config;
+use tokenfn_core::domain::client::Lifetimes;
 use tokenfn_core::http::{Request, Response};
 use tokenfn_core::ports::Clock;
+use tokenfn_core::service::Services;
+use tokenfn_core::sign::LocalSigner;
+use tokenfn_core::store::SqliteStore;
 
 pub const ISSUER: &str = "https://id.example";
 pub const T0: i64 = 1_700_000_000;
@@ -32,6 +39,41 @@ impl Clock for TestClock {
         self.0.load(Ordering::SeqCst)
     }
 }
+
+/// Services on an in-memory SQLite store and a local key in a temporary
+/// folder, with a clock the test moves, starting at [`T0`].
+pub struct Rig {
+    pub clock: Arc<TestClock>,
+    pub services: Arc<Services>,
+    _dir: tempfile::TempDir,
+}
+
+impl Rig {
+    pub fn new(config: Config) -> Rig {
+        let dir = tempfile::tempdir().unwrap();
+        let (signer, _) = LocalSigner::load_or_create(dir.path()).unwrap();
+        let clock = Arc::new(TestClock::at(T0));
+        let services = Arc::new(Services::new(
+            Arc::new(SqliteStore::open_in_memory().unwrap()),
+            Arc::new(signer),
+            clock.clone(),
+            config,
+        ));
+        Rig {
+            clock,
+            services,
+            _dir: dir,
+        }
+    }
+}
+
+/// Short lifetimes, so that tests can move the clock past them.
+pub const LIFETIMES: Lifetimes = Lifetimes {
+    access_token: 300,
+    refresh_absolute: 10_000,
+    refresh_idle: 1_000,
+    reuse_leeway: 0,
+};
 
 pub fn enc(s: &str) -> String {
     url::form_urlencoded::byte_serialize(s.as_bytes()).collect()
@@ -112,4 +154,29 @@ pub fn param(resp: &Response, name: &str) -> Option<String> {
 pub fn claims(jwt: &str) -> Value {
     let payload = jwt.split('.').nth(1).unwrap();
     serde_json::from_slice(&URL_SAFE_NO_PAD.decode(payload).unwrap()).unwrap()
+}
+
+/// The `secret` of an `otpauth://` URI.
+pub fn secret_of(otpauth: &str) -> String {
+    url::Url::parse(otpauth)
+        .unwrap()
+        .query_pairs()
+        .find(|(k, _)| k == "secret")
+        .map(|(_, v)| v.into_owned())
+        .unwrap()
+}
+
+/// The text of a page's error message.
+pub fn alert(page: &str) -> String {
+    let marker = "role=\"alert\">";
+    let start = page.find(marker).expect("an error message") + marker.len();
+    page[start..][..page[start..].find('<').unwrap()].to_owned()
+}
+
+/// `req` as if it came from `addr` (what the shells set from the TCP peer
+/// or API Gateway's `sourceIp`).
+pub fn from(mut req: Request, addr: &str) -> Request {
+    req.extensions_mut()
+        .insert(tokenfn_core::http::wire::SourceAddr(addr.parse().unwrap()));
+    req
 }
