@@ -9,12 +9,11 @@ use support::*;
 
 use serde_json::Value;
 use tokenfn_core::config::Config;
-use tokenfn_core::domain::{GrantType, Scopes, totp};
+use tokenfn_core::domain::{GrantType, totp};
 use tokenfn_core::http::Response;
 use tokenfn_core::http::authorize::AuthorizeRouter;
 use tokenfn_core::http::token::TokenRouter;
 use tokenfn_core::ports::Clock;
-use tokenfn_core::service::admin::NewClient;
 
 const CB: &str = "https://app.example/cb";
 const SECRET: &str = "pw-secret-pw-secret-pw-secret-pw-0123";
@@ -35,24 +34,12 @@ impl Env {
     async fn new() -> Env {
         let rig = Rig::new(Config::new(ISSUER));
         use GrantType::*;
-        for (id, secret, grant_types) in [
+        let clients = vec![
             ("web", Some(SECRET), vec![AuthorizationCode, RefreshToken]),
             ("pw", Some(SECRET), vec![Password]),
             ("tv", None, vec![DeviceCode]),
-        ] {
-            rig.services
-                .add_client(NewClient {
-                    id: id.into(),
-                    name: Some(format!("The {id} app")),
-                    redirect_uris: vec![CB.into()],
-                    secret: secret.map(str::to_owned),
-                    grant_types,
-                    scopes: Scopes::parse("openid profile").unwrap(),
-                    lifetimes: LIFETIMES,
-                })
-                .await
-                .unwrap();
-        }
+        ];
+        add_clients(&rig.services, CB, "openid profile", clients).await;
         for name in ["alice", "bob"] {
             rig.services.add_user(name, PASSWORD, None).await.unwrap();
         }
@@ -79,15 +66,8 @@ impl Env {
         addr: &str,
         jar: &mut String,
     ) -> Response {
-        let form = format!(
-            "interaction={}&csrf={}&{fields}",
-            enc(&hidden(page, "interaction")),
-            enc(&hidden(page, "csrf"))
-        );
-        let resp = self
-            .authorize
-            .handle(from(post(action, &form, jar), addr))
-            .await;
+        let req = from(form_post(page, action, fields, jar), addr);
+        let resp = self.authorize.handle(req).await;
         absorb_cookies(&resp, jar);
         resp
     }

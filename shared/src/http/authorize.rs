@@ -84,7 +84,7 @@ impl AuthorizeRouter {
                 // 303: the browser follows a POST's redirect with a GET.
                 self.respond(reply, 303)
             }
-            _ => super::not_routed(ROUTES, &req),
+            _ => not_routed(&req),
         }
     }
 
@@ -113,6 +113,25 @@ impl AuthorizeRouter {
             }
         }
     }
+}
+
+/// The browser pages' 404 and 405 are pages too (with `Allow` on a 405).
+fn not_routed(req: &Request) -> Response {
+    let allowed = super::allowed_methods(ROUTES, req);
+    let (status, message, extra) = if allowed.is_empty() {
+        (404, "There is no page at this address.", Vec::new())
+    } else {
+        (
+            405,
+            "This page cannot be opened this way. Go back to the app and start again.",
+            vec![("allow", allowed.join(", "))],
+        )
+    };
+    let (status, body) = pages::render(&Page::Error {
+        status,
+        message: message.to_owned(),
+    });
+    wire::html(status, body, &extra)
 }
 
 fn error_page(status: u16, message: &str) -> BrowserReply {

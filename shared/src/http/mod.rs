@@ -73,13 +73,18 @@ pub const DEVICE: &str = "/device";
 pub const ACCOUNT_APPS: &str = "/account/apps";
 pub const ACCOUNT_APPS_REVOKE: &str = "/account/apps/revoke";
 
-/// Answers a path that exists with the wrong method, or one that doesn't.
-pub fn not_routed(routes: &[Route], req: &Request) -> Response {
-    let allowed: Vec<&str> = routes
+/// The methods `routes` serve at the request's path (none: no such path).
+pub(crate) fn allowed_methods<'a>(routes: &'a [Route], req: &Request) -> Vec<&'a str> {
+    routes
         .iter()
         .filter(|r| r.path == req.uri().path())
         .map(|r| r.method.as_str())
-        .collect();
+        .collect()
+}
+
+/// Answers a path that exists with the wrong method, or one that doesn't.
+pub fn not_routed(routes: &[Route], req: &Request) -> Response {
+    let allowed = allowed_methods(routes, req);
     if allowed.is_empty() {
         wire::json_error(404, "invalid_request", "no such endpoint", &[])
     } else {

@@ -75,6 +75,41 @@ pub const LIFETIMES: Lifetimes = Lifetimes {
     reuse_leeway: 0,
 };
 
+/// Registers clients `(id, secret, grant types)` named "The {id} app",
+/// with one redirect URI, `scopes` and [`LIFETIMES`].
+pub async fn add_clients(
+    services: &Services,
+    redirect_uri: &str,
+    scopes: &str,
+    clients: Vec<(&str, Option<&str>, Vec<tokenfn_core::domain::GrantType>)>,
+) {
+    for (id, secret, grant_types) in clients {
+        services
+            .add_client(tokenfn_core::service::admin::NewClient {
+                id: id.into(),
+                name: Some(format!("The {id} app")),
+                redirect_uris: vec![redirect_uri.into()],
+                secret: secret.map(str::to_owned),
+                grant_types,
+                scopes: tokenfn_core::domain::Scopes::parse(scopes).unwrap(),
+                lifetimes: LIFETIMES,
+            })
+            .await
+            .unwrap();
+    }
+}
+
+/// A POST of `page`'s form (its hidden `interaction` and `csrf`) with
+/// `fields` to `action`.
+pub fn form_post(page: &str, action: &str, fields: &str, cookie: &str) -> Request {
+    let form = format!(
+        "interaction={}&csrf={}&{fields}",
+        enc(&hidden(page, "interaction")),
+        enc(&hidden(page, "csrf"))
+    );
+    post(action, &form, cookie)
+}
+
 pub fn enc(s: &str) -> String {
     url::form_urlencoded::byte_serialize(s.as_bytes()).collect()
 }
