@@ -199,7 +199,10 @@ mod tests {
         let info = log_filter(None);
         assert!(info.would_enable("tokenfn_core::service", &Level::INFO));
         assert!(!info.would_enable("tokenfn_core::service", &Level::DEBUG));
-        assert_eq!(log_filter(Some("no=such=filter")).to_string(), info.to_string());
+        assert_eq!(
+            log_filter(Some("no=such=filter")).to_string(),
+            info.to_string()
+        );
         let debug = log_filter(Some("debug"));
         assert!(debug.would_enable("aws_smithy_runtime", &Level::DEBUG));
         let mixed = log_filter(Some("tokenfn_core=debug,warn"));
