@@ -426,7 +426,7 @@ fn collect_garbage(conn: &Connection, now: i64) -> rusqlite::Result<usize> {
 type RedeemBody<T> =
     fn(&Transaction<'_>, &str, &Grant, Option<&RefreshToken>, i64) -> Result<T, Failure>;
 
-/// What a redemption writes, owned for the blocking pool.
+/// What a redemption writes.
 struct Redemption {
     hash: String,
     grant: Grant,
