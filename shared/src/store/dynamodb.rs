@@ -300,6 +300,18 @@ impl DynamoStore {
         Ok(())
     }
 
+    /// One unconditional DeleteItem (deleting nothing is no error).
+    async fn delete(&self, op: &'static str, pk: String) -> Result<(), StoreError> {
+        self.client
+            .delete_item()
+            .table_name(&self.table)
+            .key(PK, s(pk))
+            .send()
+            .await
+            .map_err(|e| sdk_error(op, e))?;
+        Ok(())
+    }
+
     /// One TransactWriteItems, sent again while it is cancelled for a race
     /// (`TransactionConflict`). The SDK puts a `ClientRequestToken` on each
     /// call and its own retries reuse it, so a retry of a transaction that
@@ -992,14 +1004,7 @@ impl Store for DynamoStore {
 
     /// DeleteItem (deleting nothing is no error).
     async fn delete_interaction(&self, id: &str) -> Result<(), StoreError> {
-        self.client
-            .delete_item()
-            .table_name(&self.table)
-            .key(PK, s(interaction_key(id)))
-            .send()
-            .await
-            .map_err(|e| sdk_error("delete_interaction", e))?;
-        Ok(())
+        self.delete("delete_interaction", interaction_key(id)).await
     }
 
     /// PutItem.
@@ -1229,14 +1234,7 @@ impl Store for DynamoStore {
 
     /// DeleteItem (deleting nothing is no error).
     async fn clear_failures(&self, key: &str) -> Result<(), StoreError> {
-        self.client
-            .delete_item()
-            .table_name(&self.table)
-            .key(PK, s(failure_key(key)))
-            .send()
-            .await
-            .map_err(|e| sdk_error("clear_failures", e))?;
-        Ok(())
+        self.delete("clear_failures", failure_key(key)).await
     }
 
     /// GetItem, consistent: the token item alone, its grant from the
@@ -1508,13 +1506,8 @@ impl Store for DynamoStore {
         client_id: &str,
         now: i64,
     ) -> Result<u64, StoreError> {
-        self.client
-            .delete_item()
-            .table_name(&self.table)
-            .key(PK, s(consent_key(user_id, client_id)))
-            .send()
-            .await
-            .map_err(|e| sdk_error("revoke_consent", e))?;
+        self.delete("revoke_consent", consent_key(user_id, client_id))
+            .await?;
         self.revoke_all("revoke_consent", Index::UserClient(user_id, client_id), now)
             .await
     }

@@ -1004,7 +1004,11 @@ impl Store for SqliteStore {
         self.run("undo_redemption", move |conn| {
             let undone = atomically(
                 conn,
-                |tx| undo_redemption_in(tx, &code_hash, &grant_id, refresh_hash.as_deref()),
+                |tx| {
+                    let reset = "consumed_at = NULL";
+                    let refresh = refresh_hash.as_deref();
+                    undo_consumption_in(tx, "codes", reset, &code_hash, &grant_id, refresh)
+                },
                 |undone| *undone,
             )?;
             Ok(undone)
@@ -1251,7 +1255,11 @@ impl Store for SqliteStore {
         self.run("undo_device_redemption", move |conn| {
             atomically(
                 conn,
-                |tx| undo_device_in(tx, &hash, &grant_id, refresh_hash.as_deref()),
+                |tx| {
+                    let reset = "consumed_at = NULL, grant_id = NULL";
+                    let refresh = refresh_hash.as_deref();
+                    undo_consumption_in(tx, "device_codes", reset, &hash, &grant_id, refresh)
+                },
                 |undone| *undone,
             )
         })
@@ -1292,33 +1300,6 @@ fn redeem_device_in(
     if let Some(token) = refresh {
         insert_refresh(tx, token)?;
     }
-    Ok(true)
-}
-
-/// The body of `undo_device_redemption`, inside its immediate transaction.
-/// Writes only when it returns `true`; the same conditions as
-/// [`undo_redemption_in`].
-fn undo_device_in(
-    tx: &Transaction<'_>,
-    hash: &str,
-    grant_id: &str,
-    refresh_hash: Option<&str>,
-) -> Result<bool, Failure> {
-    let consumed_for_grant = tx
-        .prepare_cached(
-            "SELECT 1 FROM device_codes
-             WHERE hash = ?1 AND consumed_at IS NOT NULL AND grant_id = ?2",
-        )?
-        .query_row(params![hash, grant_id], |_| Ok(()))
-        .optional()?
-        .is_some();
-    if !consumed_for_grant || !delete_new_grant(tx, grant_id, refresh_hash)? {
-        return Ok(false);
-    }
-    tx.prepare_cached(
-        "UPDATE device_codes SET consumed_at = NULL, grant_id = NULL WHERE hash = ?1",
-    )?
-    .execute([hash])?;
     Ok(true)
 }
 
@@ -1455,13 +1436,6 @@ fn rotate_in(
     Ok(Rotated::Rotated)
 }
 
-/// The body of `undo_redemption`, inside its immediate transaction. Writes
-/// only when it returns `true`.
-///
-/// Besides the port's conditions, the grant must exist and be unrevoked: a
-/// grant revoked since the redemption (a replay of the code, an admin) is
-/// never taken back, or the code would become redeemable again and the
-/// revocation would be forgotten.
 /// Deletes a grant that is still unrevoked and its first refresh token
 /// (`refresh_hash`, if any) while unconsumed. `false` when either condition
 /// fails: the caller's transaction must then roll back, for the grant was
@@ -1497,25 +1471,36 @@ fn delete_new_grant(
     Ok(true)
 }
 
-fn undo_redemption_in(
+/// The body of `undo_redemption` and `undo_device_redemption`, inside its
+/// immediate transaction: the row `hash` of `table` (codes or device codes)
+/// consumed for `grant_id` becomes unconsumed (`reset` says how), and the
+/// grant goes. Writes only when it returns `true`.
+///
+/// Besides the port's conditions, the grant must exist and be unrevoked: a
+/// grant revoked since the redemption (a replay of the code, an admin) is
+/// never taken back, or the code would become redeemable again and the
+/// revocation would be forgotten.
+fn undo_consumption_in(
     tx: &Transaction<'_>,
-    code_hash: &str,
+    table: &str,
+    reset: &str,
+    hash: &str,
     grant_id: &str,
     refresh_hash: Option<&str>,
 ) -> Result<bool, Failure> {
-    let code_redeemed_for_grant = tx
-        .prepare_cached(
-            "SELECT 1 FROM codes
-             WHERE hash = ?1 AND consumed_at IS NOT NULL AND grant_id = ?2",
-        )?
-        .query_row(params![code_hash, grant_id], |_| Ok(()))
+    let consumed_for_grant = tx
+        .prepare_cached(&format!(
+            "SELECT 1 FROM {table}
+             WHERE hash = ?1 AND consumed_at IS NOT NULL AND grant_id = ?2"
+        ))?
+        .query_row(params![hash, grant_id], |_| Ok(()))
         .optional()?
         .is_some();
-    if !code_redeemed_for_grant || !delete_new_grant(tx, grant_id, refresh_hash)? {
+    if !consumed_for_grant || !delete_new_grant(tx, grant_id, refresh_hash)? {
         return Ok(false);
     }
-    tx.prepare_cached("UPDATE codes SET consumed_at = NULL WHERE hash = ?1")?
-        .execute([code_hash])?;
+    tx.prepare_cached(&format!("UPDATE {table} SET {reset} WHERE hash = ?1"))?
+        .execute([hash])?;
     Ok(true)
 }
 

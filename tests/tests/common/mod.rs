@@ -1012,16 +1012,7 @@ pub fn describe_token_error<RE: std::error::Error + 'static>(
     }
 }
 
-pub fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        out.push_str(": ");
-        out.push_str(&c.to_string());
-        cur = c.source();
-    }
-    out
-}
+pub use tokenfn_blackbox::error_chain;
 
 fn resp_scope(resp: &CoreTokenResponse) -> Option<String> {
     use openidconnect::OAuth2TokenResponse;
