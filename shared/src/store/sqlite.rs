@@ -334,7 +334,6 @@ impl SqliteStore {
         value: &str,
         now: i64,
     ) -> Result<u64, StoreError> {
-        let value = value.to_owned();
         self.run(what, move |conn| {
             Ok(conn
                 .prepare_cached(&format!(
@@ -532,7 +531,6 @@ fn after_write(conn: &Connection, gc: bool, now: i64) {
 #[async_trait]
 impl Store for SqliteStore {
     async fn put_client(&self, client: &Client) -> Result<(), StoreError> {
-        let client = client.clone();
         self.run("put_client", move |conn| {
             let record = to_json(&client)?;
             conn.prepare_cached(
@@ -546,13 +544,11 @@ impl Store for SqliteStore {
     }
 
     async fn get_client(&self, id: &str) -> Result<Option<Client>, StoreError> {
-        let id = id.to_owned();
-        self.run("get_client", move |conn| client_in(conn, &id))
+        self.run("get_client", move |conn| client_in(conn, id))
             .await
     }
 
     async fn add_user(&self, user: &User) -> Result<(), StoreError> {
-        let user = user.clone();
         self.run("add_user", move |conn| {
             let inserted = conn
                 .prepare_cached(
@@ -584,7 +580,6 @@ impl Store for SqliteStore {
     }
 
     async fn get_user(&self, id: &str) -> Result<Option<User>, StoreError> {
-        let id = id.to_owned();
         self.run("get_user", move |conn| {
             Ok(conn
                 .prepare_cached(
@@ -598,7 +593,6 @@ impl Store for SqliteStore {
     }
 
     async fn find_user(&self, username: &str) -> Result<Option<User>, StoreError> {
-        let username = username.to_owned();
         self.run("find_user", move |conn| {
             Ok(conn
                 .prepare_cached(
@@ -625,21 +619,20 @@ impl Store for SqliteStore {
     }
 
     async fn claim_totp_step(&self, user_id: &str, step: i64) -> Result<bool, StoreError> {
-        let id = user_id.to_owned();
         self.run("claim_totp_step", move |conn| {
             let n = conn
                 .prepare_cached(
                     "UPDATE users SET totp_step = ?2
                      WHERE id = ?1 AND (totp_step IS NULL OR totp_step < ?2)",
                 )?
-                .execute(params![id, step])?;
+                .execute(params![user_id, step])?;
             Ok(n == 1)
         })
         .await
     }
 
     async fn put_interaction(&self, interaction: &Interaction) -> Result<(), StoreError> {
-        let i = interaction.clone();
+        let i = interaction;
         self.run("put_interaction", move |conn| {
             let request = to_json(&i.request)?;
             let amr = to_json(&i.amr)?;
@@ -666,7 +659,6 @@ impl Store for SqliteStore {
     }
 
     async fn get_interaction(&self, id: &str, now: i64) -> Result<Option<Interaction>, StoreError> {
-        let id = id.to_owned();
         self.run("get_interaction", move |conn| {
             Ok(conn
                 .prepare_cached(
@@ -698,7 +690,6 @@ impl Store for SqliteStore {
     }
 
     async fn delete_interaction(&self, id: &str) -> Result<(), StoreError> {
-        let id = id.to_owned();
         self.run("delete_interaction", move |conn| {
             conn.prepare_cached("DELETE FROM interactions WHERE id = ?1")?
                 .execute([&id])?;
@@ -722,7 +713,6 @@ impl Store for SqliteStore {
     }
 
     async fn get_session(&self, hash: &str, now: i64) -> Result<Option<Session>, StoreError> {
-        let hash = hash.to_owned();
         self.run("get_session", move |conn| {
             Ok(conn
                 .prepare_cached(
@@ -826,8 +816,7 @@ impl Store for SqliteStore {
     }
 
     async fn find_code(&self, hash: &str, now: i64) -> Result<Option<AuthCode>, StoreError> {
-        let hash = hash.to_owned();
-        self.run("find_code", move |conn| code_in(conn, &hash, now))
+        self.run("find_code", move |conn| code_in(conn, hash, now))
             .await
     }
 
@@ -860,14 +849,12 @@ impl Store for SqliteStore {
         grant: &Grant,
         refresh: Option<&RefreshToken>,
     ) -> Result<(), StoreError> {
-        let grant = grant.clone();
-        let refresh = refresh.cloned();
         self.run("create_grant", move |conn| {
             atomically(
                 conn,
                 |tx| {
-                    insert_grant(tx, &grant)?;
-                    if let Some(token) = &refresh {
+                    insert_grant(tx, grant)?;
+                    if let Some(token) = refresh {
                         insert_refresh(tx, token)?;
                     }
                     Ok(())
@@ -903,7 +890,6 @@ impl Store for SqliteStore {
     }
 
     async fn get_failures(&self, key: &str, now: i64) -> Result<Failures, StoreError> {
-        let key = key.to_owned();
         self.run("get_failures", move |conn| {
             Ok(conn
                 .prepare_cached(
@@ -922,7 +908,6 @@ impl Store for SqliteStore {
     }
 
     async fn add_failure(&self, key: &str, now: i64, ttl: i64) -> Result<Failures, StoreError> {
-        let key = key.to_owned();
         self.run("add_failure", move |conn| {
             Ok(conn
                 .prepare_cached(
@@ -943,7 +928,6 @@ impl Store for SqliteStore {
     }
 
     async fn clear_failures(&self, key: &str) -> Result<(), StoreError> {
-        let key = key.to_owned();
         self.run("clear_failures", move |conn| {
             conn.prepare_cached("DELETE FROM failures WHERE key = ?1")?
                 .execute([key])?;
@@ -953,8 +937,7 @@ impl Store for SqliteStore {
     }
 
     async fn find_refresh(&self, hash: &str, now: i64) -> Result<Option<RefreshView>, StoreError> {
-        let hash = hash.to_owned();
-        self.run("find_refresh", move |conn| refresh_in(conn, &hash, now))
+        self.run("find_refresh", move |conn| refresh_in(conn, hash, now))
             .await
     }
 
@@ -977,13 +960,11 @@ impl Store for SqliteStore {
         leeway: i64,
         now: i64,
     ) -> Result<Rotated, StoreError> {
-        let old_hash = old_hash.to_owned();
-        let successor = successor.clone();
         let gc = self.gc_due();
         self.run("rotate_refresh", move |conn| {
             let outcome = atomically(
                 conn,
-                |tx| rotate_in(tx, &old_hash, &successor, leeway, now),
+                |tx| rotate_in(tx, old_hash, successor, leeway, now),
                 |o| *o == Rotated::Rotated,
             )?;
             after_write(conn, gc, now);
@@ -998,16 +979,13 @@ impl Store for SqliteStore {
         grant_id: &str,
         refresh_hash: Option<&str>,
     ) -> Result<bool, StoreError> {
-        let code_hash = code_hash.to_owned();
-        let grant_id = grant_id.to_owned();
-        let refresh_hash = refresh_hash.map(str::to_owned);
         self.run("undo_redemption", move |conn| {
             let undone = atomically(
                 conn,
                 |tx| {
                     let reset = "consumed_at = NULL";
-                    let refresh = refresh_hash.as_deref();
-                    undo_consumption_in(tx, "codes", reset, &code_hash, &grant_id, refresh)
+                    let refresh = refresh_hash;
+                    undo_consumption_in(tx, "codes", reset, code_hash, grant_id, refresh)
                 },
                 |undone| *undone,
             )?;
@@ -1021,12 +999,10 @@ impl Store for SqliteStore {
         presented_hash: &str,
         successor_hash: &str,
     ) -> Result<bool, StoreError> {
-        let presented_hash = presented_hash.to_owned();
-        let successor_hash = successor_hash.to_owned();
         self.run("undo_rotation", move |conn| {
             let undone = atomically(
                 conn,
-                |tx| undo_rotation_in(tx, &presented_hash, &successor_hash),
+                |tx| undo_rotation_in(tx, presented_hash, successor_hash),
                 |undone| *undone,
             )?;
             Ok(undone)
@@ -1035,7 +1011,6 @@ impl Store for SqliteStore {
     }
 
     async fn get_grant(&self, id: &str) -> Result<Option<Grant>, StoreError> {
-        let id = id.to_owned();
         self.run("get_grant", move |conn| {
             Ok(conn
                 .prepare_cached(&format!("SELECT {GRANT_COLUMNS} FROM grants WHERE id = ?1"))?
@@ -1046,7 +1021,6 @@ impl Store for SqliteStore {
     }
 
     async fn list_grants(&self, user_id: &str, now: i64) -> Result<Vec<Grant>, StoreError> {
-        let user_id = user_id.to_owned();
         self.run("list_grants", move |conn| {
             let mut stmt = conn.prepare_cached(&format!(
                 "SELECT {GRANT_COLUMNS} FROM grants
@@ -1062,7 +1036,6 @@ impl Store for SqliteStore {
     }
 
     async fn revoke_grant(&self, id: &str, now: i64) -> Result<u64, StoreError> {
-        let id = id.to_owned();
         self.run("revoke_grant", move |conn| {
             Ok(conn
                 .prepare_cached(
@@ -1159,7 +1132,6 @@ impl Store for SqliteStore {
         hash: &str,
         now: i64,
     ) -> Result<Option<DeviceCode>, StoreError> {
-        let hash = hash.to_owned();
         self.run("find_device_code", move |conn| {
             Ok(conn
                 .prepare_cached(&format!(
@@ -1176,7 +1148,6 @@ impl Store for SqliteStore {
         user_code_hash: &str,
         now: i64,
     ) -> Result<Option<DeviceCode>, StoreError> {
-        let user_code_hash = user_code_hash.to_owned();
         self.run("find_user_code", move |conn| {
             Ok(conn
                 .prepare_cached(&format!(
@@ -1195,8 +1166,6 @@ impl Store for SqliteStore {
         decision: &DeviceDecision,
         now: i64,
     ) -> Result<bool, StoreError> {
-        let hash = hash.to_owned();
-        let decision = decision.clone();
         self.run("decide_device_code", move |conn| {
             let decision = to_json(&decision)?;
             let n = conn
@@ -1218,7 +1187,6 @@ impl Store for SqliteStore {
         interval: i64,
         now: i64,
     ) -> Result<bool, StoreError> {
-        let hash = hash.to_owned();
         self.run("record_device_poll", move |conn| {
             let n = conn
                 .prepare_cached(
@@ -1249,16 +1217,13 @@ impl Store for SqliteStore {
         grant_id: &str,
         refresh_hash: Option<&str>,
     ) -> Result<bool, StoreError> {
-        let hash = hash.to_owned();
-        let grant_id = grant_id.to_owned();
-        let refresh_hash = refresh_hash.map(str::to_owned);
         self.run("undo_device_redemption", move |conn| {
             atomically(
                 conn,
                 |tx| {
                     let reset = "consumed_at = NULL, grant_id = NULL";
-                    let refresh = refresh_hash.as_deref();
-                    undo_consumption_in(tx, "device_codes", reset, &hash, &grant_id, refresh)
+                    let refresh = refresh_hash;
+                    undo_consumption_in(tx, "device_codes", reset, hash, grant_id, refresh)
                 },
                 |undone| *undone,
             )
