@@ -4,9 +4,58 @@
 
 mod aws_support;
 
-use aws_support::{CALLBACK, SECRET, VERIFIER, names, serve};
+use aws_support::{CALLBACK, SECRET, Serve, VERIFIER, names, serve};
 use serde_json::Value;
-use tokenfn_blackbox::aws_proxy::Fault;
+use tokenfn_blackbox::aws_proxy::{Call, Fault};
+
+/// Each grant is measured this many times; see `fewest_rounds`.
+const TRIES: usize = 3;
+
+/// The grant's calls, the same on every try, and the fewest sequential
+/// rounds seen. Calls the server sends together can only come apart in time
+/// (a loaded machine, moto answering one call at a time), never merge, so
+/// the fewest rounds seen is how many the server waits for in turn.
+fn fewest_rounds(label: &str, tries: &[(Vec<Call>, usize)], expected: &[&str]) -> usize {
+    for (calls, rounds) in tries {
+        println!("{label}: {:?} in {rounds} rounds", names(calls));
+        assert_eq!(names(calls), expected, "{label}");
+    }
+    tries.iter().map(|(_, rounds)| *rounds).min().unwrap_or(0)
+}
+
+/// Code exchanges of fresh codes for `scope`: the last body and the tries.
+async fn exchanges(s: &Serve, scope: &str) -> (Value, Vec<(Vec<Call>, usize)>) {
+    let mut tries = Vec::new();
+    let mut body = Value::Null;
+    for _ in 0..TRIES {
+        let code = s.code(scope).await;
+        let (b, calls, rounds) = s
+            .measured(&[
+                ("grant_type", "authorization_code"),
+                ("code", &code),
+                ("redirect_uri", CALLBACK),
+                ("code_verifier", VERIFIER),
+            ])
+            .await;
+        body = b;
+        tries.push((calls, rounds));
+    }
+    (body, tries)
+}
+
+/// Refreshes along the chain that starts at the body's refresh token.
+async fn refreshes(s: &Serve, body: &Value) -> Vec<(Vec<Call>, usize)> {
+    let mut rt = body["refresh_token"].as_str().unwrap().to_owned();
+    let mut tries = Vec::new();
+    for _ in 0..TRIES {
+        let (b, calls, rounds) = s
+            .measured(&[("grant_type", "refresh_token"), ("refresh_token", &rt)])
+            .await;
+        rt = b["refresh_token"].as_str().unwrap().to_owned();
+        tries.push((calls, rounds));
+    }
+    tries
+}
 
 #[tokio::test]
 async fn round_trips_to_aws_per_grant() {
@@ -14,72 +63,29 @@ async fn round_trips_to_aws_per_grant() {
 
     // Without openid: one read (the client and the code or token together),
     // then the write beside the one signature.
-    let code = s.code("offline_access api").await;
-    let (body, calls, rounds) = s
-        .measured(&[
-            ("grant_type", "authorization_code"),
-            ("code", &code),
-            ("redirect_uri", CALLBACK),
-            ("code_verifier", VERIFIER),
-        ])
-        .await;
-    println!(
-        "authorization_code (no openid): {:?} in {rounds} rounds",
-        names(&calls)
-    );
+    let without = ["BatchGetItem", "Sign", "TransactWriteItems"];
+    let (body, tries) = exchanges(&s, "offline_access api").await;
     assert_eq!(
-        names(&calls),
-        ["BatchGetItem", "Sign", "TransactWriteItems"]
+        fewest_rounds("authorization_code (no openid)", &tries, &without),
+        2
     );
-    assert_eq!(rounds, 2);
-    let rt = body["refresh_token"].as_str().unwrap().to_owned();
-    let (_, calls, rounds) = s
-        .measured(&[("grant_type", "refresh_token"), ("refresh_token", &rt)])
-        .await;
-    println!(
-        "refresh_token (no openid): {:?} in {rounds} rounds",
-        names(&calls)
-    );
+    let tries = refreshes(&s, &body).await;
     assert_eq!(
-        names(&calls),
-        ["BatchGetItem", "Sign", "TransactWriteItems"]
+        fewest_rounds("refresh_token (no openid)", &tries, &without),
+        2
     );
-    assert_eq!(rounds, 2);
 
     // With openid, both signatures (access token and ID token) run beside
     // the write: the ID token has no at_hash to wait for.
-    let code = s.code("openid offline_access").await;
-    let (body, calls, rounds) = s
-        .measured(&[
-            ("grant_type", "authorization_code"),
-            ("code", &code),
-            ("redirect_uri", CALLBACK),
-            ("code_verifier", VERIFIER),
-        ])
-        .await;
-    println!(
-        "authorization_code (openid): {:?} in {rounds} rounds",
-        names(&calls)
-    );
+    let with = ["BatchGetItem", "Sign", "Sign", "TransactWriteItems"];
+    let (body, tries) = exchanges(&s, "openid offline_access").await;
     assert_eq!(
-        names(&calls),
-        ["BatchGetItem", "Sign", "Sign", "TransactWriteItems"]
+        fewest_rounds("authorization_code (openid)", &tries, &with),
+        2
     );
-    assert_eq!(rounds, 2);
     // A refresh with openid: the same two rounds.
-    let rt = body["refresh_token"].as_str().unwrap().to_owned();
-    let (_, calls, rounds) = s
-        .measured(&[("grant_type", "refresh_token"), ("refresh_token", &rt)])
-        .await;
-    println!(
-        "refresh_token (openid): {:?} in {rounds} rounds",
-        names(&calls)
-    );
-    assert_eq!(
-        names(&calls),
-        ["BatchGetItem", "Sign", "Sign", "TransactWriteItems"]
-    );
-    assert_eq!(rounds, 2);
+    let tries = refreshes(&s, &body).await;
+    assert_eq!(fewest_rounds("refresh_token (openid)", &tries, &with), 2);
     // Never a Scan, on any path.
     assert!(s.proxy.calls().iter().all(|c| c.name() != "Scan"));
 }
