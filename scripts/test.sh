@@ -67,7 +67,7 @@ cargo test --workspace
 
 step "black-box tests again, on DynamoDB + KMS (serve --store dynamodb --signer kms)"
 TOKENFN_BLACKBOX_BACKEND=aws cargo test -p tokenfn-blackbox --test cli --test discovery --test errors --test oidc_flow --test refresh \
-  --test token_apis --test device_flow --test mfa_login --test connected_apps --test abuse
+  --test token_apis --test device_flow --test mfa_login --test connected_apps --test abuse --test secrets_at_rest
 
 BIN="${CARGO_TARGET_DIR:-target}/debug"
 

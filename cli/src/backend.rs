@@ -9,6 +9,7 @@ use clap::{Args, ValueEnum};
 use tokenfn_core::aws::sdk_config;
 use tokenfn_core::config::Config;
 use tokenfn_core::ports::{Signer, Store, SystemClock};
+use tokenfn_core::seal::{KmsBox, LazyLocalBox, SecretBox};
 use tokenfn_core::service::Services;
 use tokenfn_core::sign::{KmsSigner, LocalSigner, NoKey};
 use tokenfn_core::store::{DynamoStore, SqliteStore, dynamodb};
@@ -57,6 +58,10 @@ pub struct BackendArgs {
         value_delimiter = ','
     )]
     kms_key_ids: Vec<String>,
+    /// A symmetric KMS key that seals TOTP secrets at rest. Without one,
+    /// they are sealed with a key file in the data folder (`totp.key`).
+    #[arg(long = "totp-key-id", global = true, env = "TOKENFN_TOTP_KEY_ID")]
+    totp_key_id: Option<String>,
 }
 
 impl BackendArgs {
@@ -134,7 +139,8 @@ impl Backend {
         // The same lifetimes and limits as the Lambda functions read.
         let config = Config::with_settings(issuer, |name| std::env::var(name).ok())
             .map_err(|e| e.to_string())?;
-        let services = Services::new(store, signer, Arc::new(SystemClock), config);
+        let services = Services::new(store, signer, Arc::new(SystemClock), config)
+            .with_secret_box(self.secret_box().await?);
         Ok((Arc::new(services), created))
     }
 
@@ -147,8 +153,22 @@ impl Backend {
             Arc::new(SystemClock),
             Config::with_settings("http://admin", |name| std::env::var(name).ok())
                 .map_err(|e| e.to_string())?,
-        );
+        )
+        .with_secret_box(self.secret_box().await?);
         Ok(Arc::new(services))
+    }
+
+    /// What seals TOTP secrets: the KMS key if one is named, else the key
+    /// file in the data folder (read or created when a secret is first
+    /// sealed or opened, so that other commands leave none behind).
+    async fn secret_box(&self) -> Result<Arc<dyn SecretBox>, String> {
+        match &self.args.totp_key_id {
+            Some(id) => {
+                let client = aws_sdk_kms::Client::new(&sdk_config().await);
+                Ok(Arc::new(KmsBox::new(client, id)))
+            }
+            None => Ok(Arc::new(LazyLocalBox::new(&self.data_dir))),
+        }
     }
 
     pub fn describe(&self) -> String {
@@ -183,6 +203,35 @@ pub struct AwsInitArgs {
     /// Also create an ECC_NIST_P256 signing key in KMS and print its id.
     #[arg(long)]
     create_key: bool,
+    /// Also create a symmetric KMS key that seals TOTP secrets and print its
+    /// id (for `--totp-key-id` / `TOKENFN_TOTP_KEY_ID`).
+    #[arg(long)]
+    create_totp_key: bool,
+}
+
+/// Creates a KMS key; returns its id.
+async fn create_kms_key(
+    kms: &aws_sdk_kms::Client,
+    spec: aws_sdk_kms::types::KeySpec,
+    usage: aws_sdk_kms::types::KeyUsageType,
+    description: &str,
+) -> Result<String, String> {
+    let key = kms
+        .create_key()
+        .key_spec(spec)
+        .key_usage(usage)
+        .description(description)
+        .send()
+        .await
+        .map_err(|e| {
+            format!(
+                "KMS CreateKey failed: {}",
+                aws_sdk_kms::error::DisplayErrorContext(&e)
+            )
+        })?;
+    key.key_metadata()
+        .map(|m| m.key_id().to_owned())
+        .ok_or_else(|| "KMS CreateKey returned no key id".to_owned())
 }
 
 pub async fn aws_init(backend: &Backend, args: AwsInitArgs) -> Result<(), String> {
@@ -196,25 +245,27 @@ pub async fn aws_init(backend: &Backend, args: AwsInitArgs) -> Result<(), String
         .await
         .map_err(|e| e.to_string())?;
     let mut out = serde_json::json!({ "table": table, "table_created": created });
+    let kms = aws_sdk_kms::Client::new(&sdk);
+    use aws_sdk_kms::types::{KeySpec, KeyUsageType};
     if args.create_key {
-        let key = aws_sdk_kms::Client::new(&sdk)
-            .create_key()
-            .key_spec(aws_sdk_kms::types::KeySpec::EccNistP256)
-            .key_usage(aws_sdk_kms::types::KeyUsageType::SignVerify)
-            .description("tokenfn token signing key")
-            .send()
-            .await
-            .map_err(|e| {
-                format!(
-                    "KMS CreateKey failed: {}",
-                    aws_sdk_kms::error::DisplayErrorContext(&e)
-                )
-            })?;
-        let id = key
-            .key_metadata()
-            .map(|m| m.key_id().to_owned())
-            .ok_or("KMS CreateKey returned no key id")?;
+        let id = create_kms_key(
+            &kms,
+            KeySpec::EccNistP256,
+            KeyUsageType::SignVerify,
+            "tokenfn token signing key",
+        )
+        .await?;
         out["kms_key_id"] = serde_json::Value::String(id);
+    }
+    if args.create_totp_key {
+        let id = create_kms_key(
+            &kms,
+            KeySpec::SymmetricDefault,
+            KeyUsageType::EncryptDecrypt,
+            "tokenfn TOTP secret sealing key",
+        )
+        .await?;
+        out["totp_key_id"] = serde_json::Value::String(id);
     }
     println!(
         "{}",

@@ -126,6 +126,8 @@ async fn serve_one(
 ) -> hyper::Response<Full<Bytes>> {
     let (mut parts, body) = req.into_parts();
     parts.extensions.insert(wire::SourceAddr(peer));
+    // The path only: a query string may carry a user code.
+    let (method, path) = (parts.method.clone(), parts.uri.path().to_owned());
     let response = match Limited::new(body, wire::MAX_BODY).collect().await {
         Ok(collected) => {
             server
@@ -139,5 +141,6 @@ async fn serve_one(
             &[],
         ),
     };
+    tracing::debug!(%method, %path, status = response.status().as_u16(), "request");
     response.map(Full::new)
 }

@@ -10,6 +10,7 @@ use aws_config::timeout::TimeoutConfig;
 
 use crate::config::AwsSettings;
 use crate::ports::{Signer, SystemClock};
+use crate::seal::{KmsBox, NoBox, SecretBox};
 use crate::service::Services;
 use crate::sign::{KmsSigner, NoKey};
 use crate::store::DynamoStore;
@@ -50,12 +51,21 @@ pub async fn services(settings: &AwsSettings, keys: Keys) -> Result<Arc<Services
         ),
         Keys::None => Arc::new(NoKey),
     };
-    Ok(Arc::new(Services::new(
-        Arc::new(store),
-        signer,
-        Arc::new(SystemClock),
-        settings.config.clone(),
-    )))
+    // TOTP secrets are sealed with a symmetric KMS key (TOKENFN_TOTP_KEY_ID);
+    // without one, two-step sign-in fails loudly rather than store them plain.
+    let secret_box: Arc<dyn SecretBox> = match &settings.totp_key_id {
+        Some(id) => Arc::new(KmsBox::new(aws_sdk_kms::Client::new(&sdk), id)),
+        None => Arc::new(NoBox),
+    };
+    Ok(Arc::new(
+        Services::new(
+            Arc::new(store),
+            signer,
+            Arc::new(SystemClock),
+            settings.config.clone(),
+        )
+        .with_secret_box(secret_box),
+    ))
 }
 
 /// A function's init: settings from the environment, then the services.

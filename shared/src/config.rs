@@ -117,6 +117,9 @@ pub struct AwsSettings {
     pub table: String,
     /// `TOKENFN_KMS_KEY_IDS`: comma list; the first signs, all are published.
     pub kms_key_ids: Vec<String>,
+    /// `TOKENFN_TOTP_KEY_ID`: the symmetric KMS key that seals TOTP secrets
+    /// (the authorize function's; optional elsewhere).
+    pub totp_key_id: Option<String>,
 }
 
 impl AwsSettings {
@@ -166,10 +169,14 @@ impl AwsSettings {
             });
         }
         let config = Config::with_settings(issuer, &var)?;
+        let totp_key_id = var("TOKENFN_TOTP_KEY_ID")
+            .map(|v| v.trim().to_owned())
+            .filter(|v| !v.is_empty());
         Ok(Self {
             config,
             table,
             kms_key_ids,
+            totp_key_id,
         })
     }
 

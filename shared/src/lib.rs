@@ -13,6 +13,7 @@ pub mod http;
 pub mod lambda;
 pub mod ports;
 pub mod process;
+pub mod seal;
 pub mod service;
 pub mod sign;
 pub mod store;

@@ -41,12 +41,15 @@ impl Env {
         let dir = tempfile::tempdir().unwrap();
         let (signer, _) = LocalSigner::load_or_create(dir.path()).unwrap();
         let clock = Arc::new(TestClock(AtomicI64::new(T0)));
-        let services = Arc::new(Services::new(
-            Arc::new(SqliteStore::open_in_memory().unwrap()),
-            Arc::new(signer),
-            clock.clone(),
-            Config::new(ISSUER),
-        ));
+        let services = Arc::new(
+            Services::new(
+                Arc::new(SqliteStore::open_in_memory().unwrap()),
+                Arc::new(signer),
+                clock.clone(),
+                Config::new(ISSUER),
+            )
+            .with_secret_box(test_box()),
+        );
         let lifetimes = Lifetimes {
             access_token: 300,
             refresh_absolute: 10_000,

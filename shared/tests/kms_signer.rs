@@ -295,3 +295,26 @@ async fn keys_that_cannot_sign_jwts_are_refused_by_name() {
         .expect("no keys must be refused");
     assert!(matches!(err, KmsInitError::NoKeys), "{err:?}");
 }
+
+/// TOTP secrets sealed with a symmetric KMS key: they open for the user
+/// they were sealed for, and for no one else.
+#[tokio::test]
+async fn kms_box_seals_for_one_user() {
+    use tokenfn_core::seal::{KmsBox, SecretBox};
+    let client = kms().await;
+    let key = create_key(
+        &client,
+        KeySpec::SymmetricDefault,
+        KeyUsageType::EncryptDecrypt,
+    )
+    .await;
+    let sealer = KmsBox::new(client, key);
+    let sealed = sealer.seal("user-1", "JBSWY3DPEHPK3PXP").await.unwrap();
+    assert!(!sealed.contains("JBSWY3DPEHPK3PXP"), "{sealed}");
+    assert_eq!(
+        sealer.open("user-1", &sealed).await.unwrap(),
+        "JBSWY3DPEHPK3PXP"
+    );
+    assert!(sealer.open("user-2", &sealed).await.is_err());
+    assert!(sealer.open("user-1", "a256gcm.AAAA").await.is_err());
+}

@@ -8,7 +8,7 @@ mod support;
 use support::*;
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::Ordering;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
@@ -23,8 +23,6 @@ use tokenfn_core::http::token::TokenRouter;
 use tokenfn_core::ports::Clock;
 use tokenfn_core::service::Services;
 use tokenfn_core::service::admin::NewClient;
-use tokenfn_core::sign::LocalSigner;
-use tokenfn_core::store::SqliteStore;
 
 const SECRET: &str = "pw-secret-pw-secret-pw-secret-pw-0123";
 const RS_SECRET: &str = "rs-secret-rs-secret-rs-secret-rs-0123";
@@ -34,7 +32,7 @@ struct Env {
     clock: Arc<TestClock>,
     services: Arc<Services>,
     token: TokenRouter,
-    _dir: tempfile::TempDir,
+    _rig: Rig,
 }
 
 impl Env {
@@ -42,17 +40,10 @@ impl Env {
     /// password grant), `rs` (a resource server: client_credentials only),
     /// `app` (public, password). Users alice and bob.
     async fn new(grant_cap: usize) -> Env {
-        let dir = tempfile::tempdir().unwrap();
-        let (signer, _) = LocalSigner::load_or_create(dir.path()).unwrap();
-        let clock = Arc::new(TestClock(AtomicI64::new(T0)));
         let mut config = Config::new(ISSUER);
         config.grant_cap = grant_cap;
-        let services = Arc::new(Services::new(
-            Arc::new(SqliteStore::open_in_memory().unwrap()),
-            Arc::new(signer),
-            clock.clone(),
-            config,
-        ));
+        let rig = Rig::new(config);
+        let (clock, services) = (rig.clock.clone(), rig.services.clone());
         let lifetimes = Lifetimes {
             access_token: 300,
             refresh_absolute: 10_000,
@@ -99,7 +90,7 @@ impl Env {
             clock,
             token: TokenRouter::new(services.clone()),
             services,
-            _dir: dir,
+            _rig: rig,
         }
     }
 

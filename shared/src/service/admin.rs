@@ -170,7 +170,9 @@ impl Services {
         let secret = totp::new_secret().map_err(|e| AdminError::Invalid(e.to_string()))?;
         let uri = totp::uri(&secret, "tokenfn", username)
             .map_err(|e| AdminError::Invalid(e.to_string()))?;
-        if !self.store.set_totp(&id, Some(&secret)).await? {
+        // Stored sealed, for this user only; the plain secret is only in the URI.
+        let sealed = self.secret_box.seal(&id, &secret).await?;
+        if !self.store.set_totp(&id, Some(&sealed)).await? {
             return Err(AdminError::NotFound(format!("no user named {username:?}")));
         }
         tracing::info!(target: "audit", user = %id, "mfa enrolled");

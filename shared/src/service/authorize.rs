@@ -617,7 +617,14 @@ impl Services {
                 wait,
             );
         }
-        let step = match user.as_ref().and_then(|u| u.totp_secret.as_deref()) {
+        let secret = match user.as_ref().and_then(|u| u.totp_secret.as_deref()) {
+            Some(sealed) => match self.secret_box.open(&user_id, sealed).await {
+                Ok(secret) => Some(secret),
+                Err(e) => return BrowserReply::unavailable(e),
+            },
+            None => None,
+        };
+        let step = match secret.as_deref() {
             Some(secret) => match totp::verify(secret, code, now) {
                 Ok(step) => step,
                 Err(e) => {

@@ -18,6 +18,7 @@ use crate::domain::secret::RandomError;
 use crate::domain::user::{DUMMY_HASH, verify_password};
 use crate::domain::{OAuthError, User, token as jwt};
 use crate::ports::{Clock, Signer, Store, StoreError};
+use crate::seal::{NoBox, SecretBox};
 use crate::sign::verify::AccessVerifier;
 
 pub use authorize::{BrowserReply, ConnectedApp, Cookies, Page, Reply, SetCookie};
@@ -30,6 +31,8 @@ pub struct Services {
     pub signer: Arc<dyn Signer>,
     pub clock: Arc<dyn Clock>,
     pub config: Config,
+    /// Seals the TOTP secrets at rest (none until [`Services::with_secret_box`]).
+    pub secret_box: Arc<dyn SecretBox>,
     /// Built from the signer's keys the first time a token is verified.
     verifier: OnceLock<AccessVerifier>,
 }
@@ -46,8 +49,15 @@ impl Services {
             signer,
             clock,
             config,
+            secret_box: Arc::new(NoBox),
             verifier: OnceLock::new(),
         }
+    }
+
+    /// The key TOTP secrets are sealed with at rest.
+    pub fn with_secret_box(mut self, secret_box: Arc<dyn SecretBox>) -> Self {
+        self.secret_box = secret_box;
+        self
     }
 
     /// Checks the access tokens this server signed (introspection, UserInfo).

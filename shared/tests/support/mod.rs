@@ -53,18 +53,27 @@ impl Rig {
         let dir = tempfile::tempdir().unwrap();
         let (signer, _) = LocalSigner::load_or_create(dir.path()).unwrap();
         let clock = Arc::new(TestClock::at(T0));
-        let services = Arc::new(Services::new(
-            Arc::new(SqliteStore::open_in_memory().unwrap()),
-            Arc::new(signer),
-            clock.clone(),
-            config,
-        ));
+        let services = Arc::new(
+            Services::new(
+                Arc::new(SqliteStore::open_in_memory().unwrap()),
+                Arc::new(signer),
+                clock.clone(),
+                config,
+            )
+            .with_secret_box(test_box()),
+        );
         Rig {
             clock,
             services,
             _dir: dir,
         }
     }
+}
+
+/// A box for TOTP secrets with a key of this test's own.
+pub fn test_box() -> Arc<tokenfn_core::seal::LocalBox> {
+    let dir = tempfile::tempdir().unwrap();
+    Arc::new(tokenfn_core::seal::LocalBox::load_or_create(dir.path()).unwrap())
 }
 
 /// Short lifetimes, so that tests can move the clock past them.

@@ -115,6 +115,7 @@ fn base_command() -> Command {
         "TOKENFN_TABLE",
         "TOKENFN_SIGNER",
         "TOKENFN_KMS_KEY_IDS",
+        "TOKENFN_TOTP_KEY_ID",
     ] {
         cmd.env_remove(var);
     }
@@ -171,10 +172,12 @@ pub fn skip_on_aws(why: &str) -> bool {
 pub struct AwsResources {
     pub table: String,
     pub kms_key_id: String,
+    /// The symmetric key TOTP secrets are sealed with.
+    pub totp_key_id: String,
 }
 
 impl AwsResources {
-    /// `--store dynamodb --table T --signer kms --kms-key-id K`.
+    /// `--store dynamodb --table T --signer kms --kms-key-id K --totp-key-id S`.
     pub fn flags(&self) -> Vec<OsString> {
         [
             "--store",
@@ -185,6 +188,8 @@ impl AwsResources {
             "kms",
             "--kms-key-id",
             &self.kms_key_id,
+            "--totp-key-id",
+            &self.totp_key_id,
         ]
         .into_iter()
         .map(OsString::from)
@@ -231,10 +236,16 @@ fn aws_init() -> AwsResources {
         std::process::id(),
         COUNTER.fetch_add(1, Ordering::Relaxed)
     );
-    let args: Vec<OsString> = ["aws-init", "--table", &table, "--create-key"]
-        .into_iter()
-        .map(OsString::from)
-        .collect();
+    let args: Vec<OsString> = [
+        "aws-init",
+        "--table",
+        &table,
+        "--create-key",
+        "--create-totp-key",
+    ]
+    .into_iter()
+    .map(OsString::from)
+    .collect();
     let out = run_command(base_command(), &args, None, &[]);
     assert!(
         out.status.success(),
@@ -254,11 +265,20 @@ fn aws_init() -> AwsResources {
         .filter(|k| !k.is_empty())
         .unwrap_or_else(|| panic!("aws-init --create-key prints a kms_key_id: {init}"))
         .to_string();
-    AwsResources { table, kms_key_id }
+    let totp_key_id = init["totp_key_id"]
+        .as_str()
+        .filter(|k| !k.is_empty())
+        .unwrap_or_else(|| panic!("aws-init --create-totp-key prints a totp_key_id: {init}"))
+        .to_string();
+    AwsResources {
+        table,
+        kms_key_id,
+        totp_key_id,
+    }
 }
 
 /// The backend flags for a `tokenfn` run on `data_dir`: none on the embedded
-/// backend, the four of [`AwsResources::flags`] on the aws backend.
+/// backend, those of [`AwsResources::flags`] on the aws backend.
 pub fn backend_flags(data_dir: Option<&Path>) -> Vec<OsString> {
     match backend() {
         Backend::Embedded => vec![],
@@ -521,6 +541,9 @@ pub fn seed_standard(data_dir: &Path) {
 // The server process
 // ---------------------------------------------------------------------------
 
+/// How much of a server's stdout and of its stderr is kept.
+pub const OUTPUT_KEPT: usize = 16 << 20;
+
 /// A running `tokenfn serve`; killed when dropped.
 pub struct Server {
     child: Child,
@@ -529,6 +552,7 @@ pub struct Server {
     pub port: u16,
     /// stdout lines printed before the listening line.
     pub startup: Vec<String>,
+    stdout: Arc<Mutex<String>>,
     stderr: Arc<Mutex<String>>,
 }
 
@@ -536,7 +560,13 @@ impl Server {
     /// `tokenfn --data-dir DIR serve --addr 127.0.0.1:0 EXTRA...` (plus the
     /// backend flags), waiting for the listening line.
     pub fn start(data_dir: &Path, extra: &[&str]) -> Server {
+        Server::start_with_env(data_dir, extra, &[])
+    }
+
+    /// [`Server::start`] with more environment variables (`TOKENFN_LOG`, say).
+    pub fn start_with_env(data_dir: &Path, extra: &[&str], envs: &[(&str, &str)]) -> Server {
         let mut cmd = base_command();
+        cmd.envs(envs.iter().copied());
         cmd.args(backend_flags(Some(data_dir)))
             .arg("--data-dir")
             .arg(data_dir)
@@ -549,11 +579,20 @@ impl Server {
 
         let stdout = child.stdout.take().expect("stdout pipe");
         let (tx, rx) = mpsc::channel::<String>();
+        let all_stdout = Arc::new(Mutex::new(String::new()));
+        let stdout_sink = Arc::clone(&all_stdout);
         thread::spawn(move || {
             // Keep draining after the receiver is gone so the server never
             // blocks on a full pipe.
             for line in BufReader::new(stdout).lines() {
                 let Ok(line) = line else { break };
+                {
+                    let mut kept = stdout_sink.lock().unwrap();
+                    if kept.len() < OUTPUT_KEPT {
+                        kept.push_str(&line);
+                        kept.push('\n');
+                    }
+                }
                 let _ = tx.send(line);
             }
         });
@@ -568,7 +607,7 @@ impl Server {
                     break;
                 }
                 let mut s = sink.lock().unwrap();
-                if s.len() < 1 << 20 {
+                if s.len() < OUTPUT_KEPT {
                     s.push_str(&String::from_utf8_lossy(&buf[..n]));
                 }
             }
@@ -616,6 +655,7 @@ impl Server {
             base,
             port,
             startup,
+            stdout: all_stdout,
             stderr,
         }
     }
@@ -628,9 +668,22 @@ impl Server {
         self.stderr.lock().unwrap().clone()
     }
 
+    /// Everything the server printed on stdout (up to [`OUTPUT_KEPT`]).
+    pub fn stdout(&self) -> String {
+        self.stdout.lock().unwrap().clone()
+    }
+
     /// Kills the server and waits for it to exit.
     pub fn stop(mut self) {
         self.kill();
+    }
+
+    /// Kills the server, then returns all it printed: (stdout, stderr).
+    pub fn stop_for_output(mut self) -> (String, String) {
+        self.kill();
+        // The readers finish once the pipes close.
+        thread::sleep(Duration::from_millis(300));
+        (self.stdout(), self.stderr())
     }
 
     fn kill(&mut self) {

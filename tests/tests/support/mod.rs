@@ -11,6 +11,7 @@ use std::time::Duration;
 use tokenfn_core::config::Config;
 use tokenfn_core::domain::totp;
 use tokenfn_core::ports::{Store, SystemClock};
+use tokenfn_core::seal::{KmsBox, LocalBox, SecretBox};
 use tokenfn_core::service::Services;
 use tokenfn_core::sign::NoKey;
 use tokenfn_core::store::{DynamoStore, SqliteStore};
@@ -20,16 +21,28 @@ use crate::common::*;
 /// The admin service on the store of `env`'s server: its SQLite file, or
 /// its DynamoDB table on the aws backend. Signs nothing.
 pub async fn admin(env: &TestEnv) -> Services {
-    let store: Arc<dyn Store> = if is_aws() {
+    // The server seals TOTP secrets with its KMS key on the aws backend,
+    // else with the key file in its data folder.
+    let (store, sealer): (Arc<dyn Store>, Arc<dyn SecretBox>) = if is_aws() {
         let resources = aws_resources(Some(env.data_dir()));
         let sdk = tokenfn_core::aws::sdk_config().await;
-        Arc::new(DynamoStore::new(
-            aws_sdk_dynamodb::Client::new(&sdk),
-            resources.table,
-        ))
+        (
+            Arc::new(DynamoStore::new(
+                aws_sdk_dynamodb::Client::new(&sdk),
+                resources.table,
+            )),
+            Arc::new(KmsBox::new(
+                aws_sdk_kms::Client::new(&sdk),
+                resources.totp_key_id,
+            )),
+        )
     } else {
-        Arc::new(
-            SqliteStore::open(&env.data_dir().join("tokenfn.db")).expect("open the server's store"),
+        (
+            Arc::new(
+                SqliteStore::open(&env.data_dir().join("tokenfn.db"))
+                    .expect("open the server's store"),
+            ),
+            Arc::new(LocalBox::load_or_create(env.data_dir()).expect("the server's TOTP key")),
         )
     };
     Services::new(
@@ -38,6 +51,7 @@ pub async fn admin(env: &TestEnv) -> Services {
         Arc::new(SystemClock),
         Config::new(env.issuer()),
     )
+    .with_secret_box(sealer)
 }
 
 /// Enrols `username` in TOTP through the admin service and returns the
@@ -116,7 +130,18 @@ pub async fn walk(
     browser: &Browser,
     url: &str,
     user: (&str, &str),
+    authenticator: Option<&mut Authenticator>,
+) -> Step {
+    walk_seeing(browser, url, user, authenticator, &mut |_| {}).await
+}
+
+/// [`walk`], showing `see` every page on the way.
+pub async fn walk_seeing(
+    browser: &Browser,
+    url: &str,
+    user: (&str, &str),
     mut authenticator: Option<&mut Authenticator>,
+    see: &mut dyn FnMut(&Page),
 ) -> Step {
     let mut step = browser.open(url, REDIRECT_URI).await;
     for _ in 0..5 {
@@ -124,6 +149,7 @@ pub async fn walk(
             Step::Page(page) => page,
             callback => return callback,
         };
+        see(&page);
         step = if let Some(form) = otp_form(&page) {
             let Some(auth) = authenticator.as_deref_mut() else {
                 return Step::Page(page);
