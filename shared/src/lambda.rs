@@ -2,16 +2,20 @@
 //! their responses out. Feature `lambda`; the function binaries use it.
 
 use std::convert::Infallible;
+use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
 use bytes::Bytes;
+use lambda_http::request::LambdaRequest;
 use lambda_http::{Body, LambdaEvent, Service as _, service_fn};
 use serde_json::{Value, json};
 use tracing::Level;
 use tracing_subscriber::filter::Targets;
 
 use crate::aws::Keys;
-use crate::http::wire::SourceAddr;
+use crate::http::wire::{self, SourceAddr};
 use crate::http::{Handler, Request, Response};
 use crate::service::Services;
 use crate::service::admin::RevokeTarget;
@@ -99,17 +103,136 @@ pub fn to_response(resp: Response) -> lambda_http::Response<Body> {
     http::Response::from_parts(parts, body)
 }
 
-/// One API Gateway request through a router.
+/// One API Gateway request through a router, or the 400 of an event
+/// [`repair`] refused.
 async fn answer(
     handler: Arc<dyn Handler>,
+    refused: Option<&'static str>,
     req: lambda_http::Request,
 ) -> Result<lambda_http::Response<Body>, Infallible> {
-    Ok(to_response(handler.handle(to_request(req)).await))
+    let response = match refused {
+        None => handler.handle(to_request(req)).await,
+        Some(why) => {
+            tracing::warn!(why, "malformed API Gateway event");
+            wire::json_error(400, "invalid_request", why, &[])
+        }
+    };
+    Ok(to_response(response))
 }
+
+/// One API Gateway event through `handler`, answered in the shape its
+/// origin expects: what `lambda_http::run` does for each event, except
+/// that an event its conversion would panic on gets a 400 instead.
+pub async fn answer_event(
+    handler: Arc<dyn Handler>,
+    event: LambdaEvent<LambdaRequest>,
+) -> impl serde::Serialize + Send {
+    let LambdaEvent {
+        mut payload,
+        context,
+    } = event;
+    let refused = repair(&mut payload).err();
+    let routed = handler.clone();
+    let mut adapter =
+        lambda_http::Adapter::from(service_fn(move |req| answer(routed.clone(), refused, req)));
+    // The conversion runs inside `call`, before the router's future: a
+    // panic caught here is lambda_http's, never the router's.
+    let response = match catch_unwind(AssertUnwindSafe(|| {
+        adapter.call(LambdaEvent::new(payload, context))
+    })) {
+        Ok(response) => response.await,
+        Err(_) => {
+            let why = Some("the event is not a readable HTTP request");
+            let mut adapter = lambda_http::Adapter::from(service_fn(move |req| {
+                answer(handler.clone(), why, req)
+            }));
+            let empty = LambdaRequest::ApiGatewayV2(Default::default());
+            adapter
+                .call(LambdaEvent::new(empty, Default::default()))
+                .await
+        }
+    };
+    match response {
+        Ok(response) => response,
+        Err(never) => match never {},
+    }
+}
+
+/// Mends or refuses what lambda_http's conversion of an HTTP API event
+/// panics on: a body flagged base64 that is not (refused, and the body
+/// dropped), a raw query string that `http::Uri` refuses (its other bytes
+/// percent-encoded), and a `Host` header or domain name that is no host
+/// (dropped). API Gateway sends none of these; a direct invocation may.
+fn repair(event: &mut LambdaRequest) -> Result<(), &'static str> {
+    let LambdaRequest::ApiGatewayV2(ag) = event else {
+        return Ok(());
+    };
+    if let Some(query) = &mut ag.raw_query_string
+        && http::Uri::try_from(format!("/?{query}")).is_err()
+    {
+        *query = percent_encoding::utf8_percent_encode(query, QUERY_UNSAFE).to_string();
+    }
+    let is_host =
+        |h: &str| url::Url::parse(&format!("https://{h}/")).is_ok_and(|u| u.path() == "/");
+    if ag
+        .headers
+        .get(http::header::HOST)
+        .is_some_and(|h| !h.to_str().is_ok_and(is_host))
+    {
+        ag.headers.remove(http::header::HOST);
+    }
+    if ag
+        .request_context
+        .domain_name
+        .as_deref()
+        .is_some_and(|d| !is_host(d))
+    {
+        ag.request_context.domain_name = None;
+    }
+    if ag.is_base64_encoded
+        && ag
+            .body
+            .as_deref()
+            .is_some_and(|b| STANDARD.decode(b).is_err())
+    {
+        ag.body = None;
+        return Err("the body is marked base64 but is not base64");
+    }
+    Ok(())
+}
+
+/// Bytes of a query string to percent-encode: all but RFC 3986's
+/// unreserved characters, sub-delims, `:`, `@`, `/`, `?` and `%` (bytes
+/// already percent-encoded stay as they are).
+const QUERY_UNSAFE: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~')
+    .remove(b'!')
+    .remove(b'$')
+    .remove(b'&')
+    .remove(b'\'')
+    .remove(b'(')
+    .remove(b')')
+    .remove(b'*')
+    .remove(b'+')
+    .remove(b',')
+    .remove(b';')
+    .remove(b'=')
+    .remove(b':')
+    .remove(b'@')
+    .remove(b'/')
+    .remove(b'?')
+    .remove(b'%');
 
 /// Runs `handler` for every API Gateway event this container receives.
 pub async fn run_http(handler: Arc<dyn Handler>) -> Result<(), lambda_http::Error> {
-    lambda_http::run(service_fn(move |req| answer(handler.clone(), req))).await
+    lambda_http::lambda_runtime::run(service_fn(move |event| {
+        let handler = handler.clone();
+        async move { Ok::<_, Infallible>(answer_event(handler, event).await) }
+    }))
+    .await
 }
 
 /// The revoke function: API Gateway events go to its router; direct
@@ -151,20 +274,12 @@ pub(crate) async fn dispatch(
     if payload.get("action").is_some() {
         return run_command(services, payload).await;
     }
-    let request: lambda_http::request::LambdaRequest =
-        serde_json::from_value(payload).map_err(|e| {
-            CommandError(format!(
-                "not an API Gateway event and not a command with an \"action\": {e}"
-            ))
-        })?;
-    // The same adapter lambda_http::run uses, so that the response has the
-    // shape the event's origin expects.
-    let mut adapter =
-        lambda_http::Adapter::from(service_fn(move |req| answer(handler.clone(), req)));
-    let response = adapter
-        .call(LambdaEvent::new(request, context))
-        .await
-        .map_err(|e: Infallible| CommandError(e.to_string()))?;
+    let request: LambdaRequest = serde_json::from_value(payload).map_err(|e| {
+        CommandError(format!(
+            "not an API Gateway event and not a command with an \"action\": {e}"
+        ))
+    })?;
+    let response = answer_event(handler, LambdaEvent::new(request, context)).await;
     serde_json::to_value(response).map_err(|e| CommandError(e.to_string()))
 }
 
@@ -188,6 +303,50 @@ revoke_grant {{grant_id}}, revoke_consent {{user_id, client_id}}"
         .map_err(|e| CommandError(format!("{action} failed: {e}")))?;
     Ok(json!({ "revoked": revoked }))
 }
+/// An API Gateway HTTP API (payload format 2.0) event as Lambda delivers
+/// it to a function: what a direct invocation (`aws lambda invoke`) of an
+/// HTTP function must look like. The tests build their events with it.
+pub fn api_gateway_event(
+    method: &str,
+    path: &str,
+    query: &str,
+    headers: Value,
+    body: Option<&str>,
+) -> Value {
+    let mut e = json!({
+        "version": "2.0",
+        "routeKey": format!("{method} {path}"),
+        "rawPath": path,
+        "rawQueryString": query,
+        "headers": headers,
+        "requestContext": {
+            "accountId": "123456789012",
+            "apiId": "a1b2c3d4e5",
+            "domainName": "id.example.com",
+            "domainPrefix": "id",
+            "http": {
+                "method": method,
+                "path": path,
+                "protocol": "HTTP/1.1",
+                "sourceIp": "192.0.2.10",
+                "userAgent": "curl/8.5.0"
+            },
+            "requestId": "JKJaXmPLvHcESHA=",
+            "routeKey": format!("{method} {path}"),
+            "stage": "$default",
+            "time": "26/Nov/2026:14:00:00 +0000",
+            "timeEpoch": 1_795_701_600_000u64
+        },
+        "isBase64Encoded": false
+    });
+    if let Some(b) = body {
+        // API Gateway base64-encodes form bodies.
+        e["body"] = json!(STANDARD.encode(b));
+        e["isBase64Encoded"] = json!(true);
+    }
+    e
+}
+
 pub type Error = lambda_http::Error;
 
 #[cfg(all(test, feature = "sqlite"))]
@@ -220,7 +379,6 @@ mod tests {
     use crate::service::admin::NewClient;
     use crate::sign::LocalSigner;
     use crate::store::SqliteStore;
-    use base64::Engine as _;
 
     const SECRET: &str = "0123456789abcdef0123456789abcdef-svc";
 
@@ -248,42 +406,6 @@ mod tests {
         (services, dir)
     }
 
-    /// An API Gateway HTTP API (payload format 2.0) event as Lambda delivers it.
-    fn event(method: &str, path: &str, query: &str, headers: Value, body: Option<&str>) -> Value {
-        let mut e = json!({
-            "version": "2.0",
-            "routeKey": format!("{method} {path}"),
-            "rawPath": path,
-            "rawQueryString": query,
-            "headers": headers,
-            "requestContext": {
-                "accountId": "123456789012",
-                "apiId": "a1b2c3d4e5",
-                "domainName": "id.example.com",
-                "domainPrefix": "id",
-                "http": {
-                    "method": method,
-                    "path": path,
-                    "protocol": "HTTP/1.1",
-                    "sourceIp": "192.0.2.10",
-                    "userAgent": "curl/8.5.0"
-                },
-                "requestId": "JKJaXmPLvHcESHA=",
-                "routeKey": format!("{method} {path}"),
-                "stage": "$default",
-                "time": "26/Nov/2026:14:00:00 +0000",
-                "timeEpoch": 1_795_701_600_000u64
-            },
-            "isBase64Encoded": false
-        });
-        if let Some(b) = body {
-            // API Gateway base64-encodes form bodies.
-            e["body"] = json!(base64::engine::general_purpose::STANDARD.encode(b));
-            e["isBase64Encoded"] = json!(true);
-        }
-        e
-    }
-
     async fn through_lambda(handler: &dyn Handler, ev: Value) -> Response {
         let req = lambda_http::request::from_str(&ev.to_string()).unwrap();
         let resp = handler.handle(to_request(req)).await;
@@ -300,14 +422,14 @@ mod tests {
             "forwarded": "for=10.9.9.9",
             "x-real-ip": "10.9.9.9"
         });
-        let ev = event("POST", "/login", "", forged.clone(), Some("a=b"));
+        let ev = api_gateway_event("POST", "/login", "", forged.clone(), Some("a=b"));
         let req = to_request(lambda_http::request::from_str(&ev.to_string()).unwrap());
         assert_eq!(
             crate::http::wire::source_addr(&req),
             Some("192.0.2.10".parse().unwrap())
         );
         // Without one in the context there is none, whatever the headers say.
-        let mut ev = event("POST", "/login", "", forged, Some("a=b"));
+        let mut ev = api_gateway_event("POST", "/login", "", forged, Some("a=b"));
         ev["requestContext"]["http"]
             .as_object_mut()
             .unwrap()
@@ -324,7 +446,7 @@ mod tests {
             "Basic {}",
             base64::engine::general_purpose::STANDARD.encode(format!("svc:{SECRET}"))
         );
-        let ev = event(
+        let ev = api_gateway_event(
             "POST",
             "/oauth/token",
             "",
@@ -342,11 +464,66 @@ mod tests {
     async fn discovery_answers_with_query_strings_and_wrong_methods() {
         let (services, _dir) = services().await;
         let router = DiscoveryRouter::new(services);
-        let ev = event("GET", "/.well-known/jwks.json", "x=1", json!({}), None);
+        let ev = api_gateway_event("GET", "/.well-known/jwks.json", "x=1", json!({}), None);
         let resp = through_lambda(&router, ev).await;
         assert_eq!(resp.status(), 200);
-        let ev = event("POST", "/.well-known/jwks.json", "", json!({}), None);
+        let ev = api_gateway_event("POST", "/.well-known/jwks.json", "", json!({}), None);
         assert_eq!(through_lambda(&router, ev).await.status(), 405);
+    }
+
+    /// Events lambda_http's own conversion panics on: each is mended or
+    /// refused with a 400 before it gets there.
+    #[tokio::test]
+    async fn malformed_events_are_mended_or_refused_not_panicked_on() {
+        let (services, _dir) = services().await;
+        let handler: Arc<dyn Handler> = Arc::new(DiscoveryRouter::new(services));
+        let answer = |ev: Value| {
+            let handler = handler.clone();
+            async move {
+                let request = serde_json::from_value::<LambdaRequest>(ev).unwrap();
+                let event = LambdaEvent::new(request, lambda_http::Context::default());
+                serde_json::to_value(answer_event(handler, event).await).unwrap()
+            }
+        };
+        let jwks = "/.well-known/jwks.json";
+
+        let mut ev = api_gateway_event("POST", "/oauth/token", "", json!({}), Some("a=b"));
+        ev["body"] = json!("not base64!");
+        let out = answer(ev).await;
+        assert_eq!(out["statusCode"], 400, "{out}");
+        assert!(
+            out["body"].as_str().unwrap().contains("not base64"),
+            "{out}"
+        );
+
+        // Characters http::Uri refuses in a query: percent-encoded.
+        let out = answer(api_gateway_event(
+            "GET",
+            jwks,
+            "a=\"{b}\"&c=<d>",
+            json!({}),
+            None,
+        ))
+        .await;
+        assert_eq!(out["statusCode"], 200, "{out}");
+        assert_eq!(
+            percent_encoding::utf8_percent_encode("a=\"{b}\"", QUERY_UNSAFE).to_string(),
+            "a=%22%7Bb%7D%22"
+        );
+
+        // A Host header or domain name that is no host: left out.
+        let out = answer(api_gateway_event(
+            "GET",
+            jwks,
+            "",
+            json!({"host": "a b/c"}),
+            None,
+        ))
+        .await;
+        assert_eq!(out["statusCode"], 200, "{out}");
+        let mut ev = api_gateway_event("GET", jwks, "", json!({}), None);
+        ev["requestContext"]["domainName"] = json!("x y");
+        assert_eq!(answer(ev).await["statusCode"], 200);
     }
 
     #[tokio::test]
@@ -388,7 +565,7 @@ mod tests {
         assert!(err.to_string().contains("not an API Gateway event"));
 
         // An API Gateway event gets an API Gateway response.
-        let ev = event(
+        let ev = api_gateway_event(
             "POST",
             "/oauth/revoke",
             "",

@@ -143,9 +143,11 @@ fn assert_held(resp: &Response, wait: i64) {
     assert!(resp.headers().contains_key("content-security-policy"));
 }
 
-/// A throttled password grant: `invalid_grant` that says how long to wait.
+/// A throttled password grant: `invalid_grant` that says how long to wait,
+/// in words and in `Retry-After`.
 fn assert_grant_held(resp: &Response, wait: i64) {
     assert_eq!(resp.status(), 400, "{}", body(resp));
+    assert_eq!(resp.headers()["retry-after"], wait.to_string().as_str());
     let v: Value = json(resp);
     assert_eq!(v["error"], "invalid_grant");
     let unit = if wait == 1 { "second" } else { "seconds" };

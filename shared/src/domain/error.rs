@@ -79,6 +79,9 @@ impl fmt::Display for ErrorCode {
 pub struct OAuthError {
     pub code: ErrorCode,
     pub description: String,
+    /// Seconds before trying again is any use (a `Retry-After` header):
+    /// set on throttled attempts.
+    pub retry_after: Option<i64>,
 }
 
 impl OAuthError {
@@ -86,7 +89,14 @@ impl OAuthError {
         Self {
             code,
             description: description.into(),
+            retry_after: None,
         }
+    }
+
+    /// The same error, telling the client to wait `secs` seconds.
+    pub fn wait(mut self, secs: i64) -> Self {
+        self.retry_after = Some(secs);
+        self
     }
     pub fn invalid_request(d: impl Into<String>) -> Self {
         Self::new(ErrorCode::InvalidRequest, d)

@@ -219,8 +219,10 @@ pub fn oauth_error(err: &OAuthError, basic: bool) -> Response {
     if status == 401 && basic {
         extra.push(("www-authenticate", "Basic realm=\"tokenfn\"".to_owned()));
     }
-    if status == 503 {
-        extra.push(("retry-after", "1".to_owned()));
+    match err.retry_after {
+        Some(secs) => extra.push(("retry-after", secs.to_string())),
+        None if status == 503 => extra.push(("retry-after", "1".to_owned())),
+        None => {}
     }
     json_error(status, err.code.as_str(), &err.description, &extra)
 }

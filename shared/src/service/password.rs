@@ -62,7 +62,8 @@ impl Services {
             return Err(OAuthError::invalid_grant(format!(
                 "too many failed sign-ins; try again in {}",
                 seconds(wait)
-            )));
+            ))
+            .wait(wait));
         }
         let user = user.map_err(unavailable)?;
 
