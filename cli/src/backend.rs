@@ -136,9 +136,14 @@ impl Backend {
                 (Arc::new(signer), false)
             }
         };
-        // The same lifetimes and limits as the Lambda functions read.
-        let config = Config::with_settings(issuer, |name| std::env::var(name).ok())
-            .map_err(|e| e.to_string())?;
+        // The same lifetimes, limits and look as the Lambda functions read;
+        // the playground is on unless TOKENFN_PLAYGROUND=off.
+        let config = Config::with_settings(issuer, |name| {
+            std::env::var(name)
+                .ok()
+                .or_else(|| (name == "TOKENFN_PLAYGROUND").then(|| "on".to_owned()))
+        })
+        .map_err(|e| e.to_string())?;
         let services = Services::new(store, signer, Arc::new(SystemClock), config)
             .with_secret_box(self.secret_box().await?);
         Ok((Arc::new(services), created))

@@ -5,7 +5,7 @@
 use tokenfn_core::domain::client::Lifetimes;
 use tokenfn_core::domain::secret::new_secret;
 use tokenfn_core::domain::{GrantType, Scopes};
-use tokenfn_core::http::pages::escape;
+use tokenfn_core::http::pages::{Skin, escape};
 use tokenfn_core::http::{Request, Response, Route, wire};
 use tokenfn_core::service::Services;
 use tokenfn_core::service::admin::NewClient;
@@ -78,7 +78,7 @@ pub async fn seed(services: &Services) -> Result<(), String> {
 }
 
 /// Shows the code (or error) that came back, and how to exchange it.
-pub fn callback(issuer: &str, req: &Request) -> Response {
+pub fn callback(issuer: &str, skin: &Skin, req: &Request) -> Response {
     let q = wire::query(req);
     let get = |k: &str| q.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
     let body = match (get("code"), get("error")) {
@@ -98,8 +98,5 @@ pub fn callback(issuer: &str, req: &Request) -> Response {
                 .into()
         }
     };
-    let html = format!(
-        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>tokenfn demo callback</title></head><body>{body}</body></html>"
-    );
-    wire::html(200, html, &[])
+    wire::html(200, skin.layout("Demo app", &body, false), skin.csp(), &[])
 }

@@ -12,6 +12,7 @@ use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
+use tokenfn_core::http::pages::Skin;
 use tokenfn_core::http::{FUNCTIONS, Handler, Request, Response, Route, not_routed, wire};
 use tokenfn_core::service::Services;
 use tokio::net::TcpListener;
@@ -32,17 +33,29 @@ pub struct ServeArgs {
 /// Every router of every function, mounted by path.
 pub struct LocalServer {
     routers: Vec<(&'static [Route], Arc<dyn Handler>)>,
+    /// The authorize function's router, whose 404 is a page for browsers.
+    pages: Arc<dyn Handler>,
     issuer: String,
+    skin: Skin,
 }
 
 impl LocalServer {
     pub fn new(services: Arc<Services>) -> Self {
+        let routers: Vec<_> = FUNCTIONS
+            .iter()
+            .map(|f| (f.routes, (f.router)(services.clone())))
+            .collect();
+        let pages = FUNCTIONS
+            .iter()
+            .zip(&routers)
+            .find(|(f, _)| f.name == "authorize")
+            .map(|(_, (_, router))| router.clone())
+            .expect("the authorize function is one of FUNCTIONS");
         Self {
-            routers: FUNCTIONS
-                .iter()
-                .map(|f| (f.routes, (f.router)(services.clone())))
-                .collect(),
+            routers,
+            pages,
             issuer: services.config.issuer.clone(),
+            skin: Skin::new(&services.config.look),
         }
     }
 
@@ -55,11 +68,20 @@ impl LocalServer {
         match router {
             Some((_, router)) => router.handle(req).await,
             None if path == demo::CALLBACK && req.method() == http::Method::GET => {
-                demo::callback(&self.issuer, &req)
+                demo::callback(&self.issuer, &self.skin, &req)
             }
+            None if path != demo::CALLBACK && wants_html(&req) => self.pages.handle(req).await,
             None => not_routed(demo::ROUTES, &req),
         }
     }
+}
+
+/// A browser asking for a page (rather than a client asking for JSON).
+fn wants_html(req: &Request) -> bool {
+    req.headers()
+        .get(http::header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.contains("text/html"))
 }
 
 pub async fn run(backend: &Backend, args: ServeArgs) -> Result<(), String> {
@@ -80,6 +102,12 @@ pub async fn run(backend: &Backend, args: ServeArgs) -> Result<(), String> {
         tokenfn_core::http::DEVICE,
         tokenfn_core::http::ACCOUNT_APPS
     );
+    if services.config.playground {
+        println!(
+            "playground: {issuer}{} (sign in and watch tokens rotate; TOKENFN_PLAYGROUND=off hides it)",
+            tokenfn_core::http::PLAYGROUND
+        );
+    }
     if first_start {
         demo::seed(&services).await?;
     }
@@ -126,6 +154,8 @@ async fn serve_one(
 ) -> hyper::Response<Full<Bytes>> {
     let (mut parts, body) = req.into_parts();
     parts.extensions.insert(wire::SourceAddr(peer));
+    let id = tokenfn_core::domain::secret::new_id().unwrap_or_default();
+    parts.extensions.insert(wire::RequestId(id.clone()));
     // The path only: a query string may carry a user code.
     let (method, path) = (parts.method.clone(), parts.uri.path().to_owned());
     let response = match Limited::new(body, wire::MAX_BODY).collect().await {
@@ -141,6 +171,6 @@ async fn serve_one(
             &[],
         ),
     };
-    tracing::debug!(%method, %path, status = response.status().as_u16(), "request");
+    tracing::debug!(request_id = %id, %method, %path, status = response.status().as_u16(), "request");
     response.map(Full::new)
 }

@@ -22,6 +22,75 @@ pub struct Config {
     /// Active grants one user may hold for one client; a new grant beyond
     /// it revokes the oldest.
     pub grant_cap: usize,
+    /// How the pages present the service.
+    pub look: Look,
+    /// Whether `/playground` is served (on in `tokenfn serve`, off in the
+    /// functions unless `TOKENFN_PLAYGROUND=on`).
+    pub playground: bool,
+}
+
+/// A deployment's name, logo and accent colour on every page.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Look {
+    /// `TOKENFN_PRODUCT_NAME`: 1 to 60 printable characters.
+    pub product: String,
+    /// `TOKENFN_LOGO_URL`: an https URL, or a path on this server.
+    pub logo_url: Option<String>,
+    /// `TOKENFN_ACCENT_COLOR`: `#rgb` or `#rrggbb`.
+    pub accent: String,
+}
+
+impl Default for Look {
+    fn default() -> Self {
+        Self {
+            product: "tokenfn".into(),
+            logo_url: None,
+            accent: "#2747c8".into(),
+        }
+    }
+}
+
+impl Look {
+    /// The look read through `var`; unset means the default.
+    pub fn with_settings(var: impl Fn(&str) -> Option<String>) -> Result<Self, SettingError> {
+        let mut look = Look::default();
+        if let Some(name) = var("TOKENFN_PRODUCT_NAME") {
+            let name = name.trim();
+            if name.is_empty() || name.chars().count() > 60 || name.chars().any(char::is_control) {
+                return Err(SettingError {
+                    name: "TOKENFN_PRODUCT_NAME",
+                    problem: "must be 1 to 60 printable characters".into(),
+                });
+            }
+            look.product = name.to_owned();
+        }
+        if let Some(url) = var("TOKENFN_LOGO_URL").filter(|u| !u.trim().is_empty()) {
+            let url = url.trim();
+            let path = url.starts_with('/') && !url.starts_with("//");
+            let https = url::Url::parse(url).is_ok_and(|u| u.scheme() == "https");
+            if !(path || https) || url.contains(['"', '\'', '<', '>', ' ']) {
+                return Err(SettingError {
+                    name: "TOKENFN_LOGO_URL",
+                    problem: format!(
+                        "must be an https URL or a path such as /logo.svg, not {url:?}"
+                    ),
+                });
+            }
+            look.logo_url = Some(url.to_owned());
+        }
+        if let Some(color) = var("TOKENFN_ACCENT_COLOR") {
+            let color = color.trim();
+            let hex = color.strip_prefix('#').unwrap_or("");
+            if !matches!(hex.len(), 3 | 6) || !hex.chars().all(|c| c.is_ascii_hexdigit()) {
+                return Err(SettingError {
+                    name: "TOKENFN_ACCENT_COLOR",
+                    problem: format!("must be a colour such as #2747c8, not {color:?}"),
+                });
+            }
+            look.accent = color.to_ascii_lowercase();
+        }
+        Ok(look)
+    }
 }
 
 impl Config {
@@ -36,6 +105,8 @@ impl Config {
             interaction_ttl: 600,
             default_lifetimes: Lifetimes::default(),
             grant_cap: 200,
+            look: Look::default(),
+            playground: false,
         }
     }
 
@@ -52,8 +123,9 @@ impl Config {
     /// environment): `TOKENFN_ACCESS_TOKEN_TTL`, `TOKENFN_REFRESH_TTL`,
     /// `TOKENFN_REFRESH_IDLE_TTL`, `TOKENFN_REUSE_LEEWAY`, `TOKENFN_CODE_TTL`,
     /// `TOKENFN_ID_TOKEN_TTL`, `TOKENFN_SESSION_TTL`, `TOKENFN_DEVICE_CODE_TTL`,
-    /// `TOKENFN_DEVICE_INTERVAL` (seconds) and
-    /// `TOKENFN_GRANT_CAP`. Unset means the default.
+    /// `TOKENFN_DEVICE_INTERVAL` (seconds), `TOKENFN_GRANT_CAP`, the look
+    /// ([`Look::with_settings`]) and `TOKENFN_PLAYGROUND` (`on`/`off`).
+    /// Unset means the default.
     pub fn with_settings(
         issuer: impl Into<String>,
         var: impl Fn(&str) -> Option<String>,
@@ -96,6 +168,17 @@ impl Config {
                     name: "TOKENFN_GRANT_CAP",
                     problem: format!("must be a whole number of grants, at least 1, not {v:?}"),
                 })?,
+        };
+        config.look = Look::with_settings(&var)?;
+        config.playground = match var("TOKENFN_PLAYGROUND").as_deref().map(str::trim) {
+            None | Some("off") => false,
+            Some("on") => true,
+            Some(other) => {
+                return Err(SettingError {
+                    name: "TOKENFN_PLAYGROUND",
+                    problem: format!("must be on or off, not {other:?}"),
+                });
+            }
         };
         Ok(config)
     }
@@ -236,5 +319,45 @@ mod tests {
         .unwrap_err();
         assert_eq!(err.name, "TOKENFN_REFRESH_TTL");
         assert!(err.to_string().contains("ten days"));
+    }
+
+    #[test]
+    fn the_look_and_the_playground_are_settings() {
+        let config = Config::with_settings(
+            "https://id.example",
+            vars(&[
+                ("TOKENFN_PRODUCT_NAME", " Acme ID "),
+                ("TOKENFN_LOGO_URL", "https://cdn.acme.example/logo.svg"),
+                ("TOKENFN_ACCENT_COLOR", "#0A7F3F"),
+                ("TOKENFN_PLAYGROUND", "on"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(
+            config.look,
+            Look {
+                product: "Acme ID".into(),
+                logo_url: Some("https://cdn.acme.example/logo.svg".into()),
+                accent: "#0a7f3f".into(),
+            }
+        );
+        assert!(config.playground);
+        let default = Config::with_settings("https://id.example", vars(&[])).unwrap();
+        assert_eq!(default.look, Look::default());
+        assert!(!default.playground);
+
+        for (name, value) in [
+            ("TOKENFN_ACCENT_COLOR", "red; background:url(x)"),
+            ("TOKENFN_ACCENT_COLOR", "#12345"),
+            ("TOKENFN_LOGO_URL", "http://plain.example/logo.png"),
+            ("TOKENFN_LOGO_URL", "//elsewhere.example/logo.png"),
+            ("TOKENFN_LOGO_URL", "/logo.svg\" onerror=\"x"),
+            ("TOKENFN_PRODUCT_NAME", "  "),
+            ("TOKENFN_PLAYGROUND", "yes"),
+        ] {
+            let err =
+                Config::with_settings("https://id.example", vars(&[(name, value)])).unwrap_err();
+            assert_eq!(err.name, name, "{value}");
+        }
     }
 }

@@ -64,9 +64,13 @@ pub async fn start(keys: Keys) -> Arc<Services> {
 
 pub fn to_request(req: lambda_http::Request) -> Request {
     let source = source_ip(&req);
+    let id = request_id(&req);
     let (mut parts, body) = req.into_parts();
     if let Some(addr) = source {
         parts.extensions.insert(SourceAddr(addr));
+    }
+    if let Some(id) = id {
+        parts.extensions.insert(wire::RequestId(id));
     }
     let bytes = match body {
         Body::Empty => Bytes::new(),
@@ -88,6 +92,19 @@ fn source_ip(req: &lambda_http::Request) -> Option<std::net::IpAddr> {
         RequestContext::ApiGatewayV2(ctx) => ctx.http.source_ip.as_deref()?.parse().ok(),
         _ => None,
     }
+}
+
+/// API Gateway's id of the request (`requestContext.requestId`), which its
+/// access logs carry too; else the Lambda invocation's.
+fn request_id(req: &lambda_http::Request) -> Option<String> {
+    use lambda_http::RequestExt as _;
+    use lambda_http::request::RequestContext;
+    match req.request_context_ref() {
+        Some(RequestContext::ApiGatewayV2(ctx)) => ctx.request_id.clone(),
+        _ => None,
+    }
+    .or_else(|| req.lambda_context_ref().map(|c| c.request_id.clone()))
+    .filter(|id| !id.is_empty())
 }
 
 pub fn to_response(resp: Response) -> lambda_http::Response<Body> {

@@ -34,7 +34,9 @@ struct Walk {
 
 impl Walk {
     async fn new(issuer: &str) -> Walk {
-        let rig = Rig::new(Config::new(issuer));
+        let mut config = Config::new(issuer);
+        config.playground = true;
+        let rig = Rig::new(config);
         let clients = vec![
             ("web", None, vec![GrantType::AuthorizationCode]),
             ("tv", None, vec![GrantType::DeviceCode]),
@@ -134,6 +136,13 @@ async fn walk_every_page(issuer: &str) {
     assert_eq!(w.get(&q, &mut jar).await.status(), 400);
     assert_eq!(w.get("/login", &mut jar).await.status(), 405);
     assert_eq!(w.get("/no-such-page", &mut jar).await.status(), 404);
+    // The playground: its script allowed by hash, calls to this server only.
+    let playground = w.get("/playground", &mut jar).await;
+    assert_eq!(playground.status(), 200);
+    let csp = playground.headers()["content-security-policy"]
+        .to_str()
+        .unwrap();
+    assert!(csp.contains("script-src 'sha256-") && csp.ends_with("connect-src 'self'"));
     let r = w.send(post("/authorize", "", &jar), &mut jar).await;
     assert_eq!(r.status(), 405);
     assert_eq!(r.headers()["allow"], "GET");
@@ -257,9 +266,10 @@ async fn walk_every_page(issuer: &str) {
         "Device connected",
         "Connected apps",
         "Something went wrong",
+        "Playground",
     ]
     .into_iter()
-    .map(str::to_owned)
+    .map(|title| format!("{title} · tokenfn"))
     .collect();
     assert_eq!(w.titles, expected);
     assert_eq!(

@@ -1,14 +1,17 @@
 //! The authorize function: `GET /authorize`, the login and consent forms,
-//! the device verification page (RFC 8628 §3.3) and the connected apps page.
+//! the device verification page (RFC 8628 §3.3), the connected apps page
+//! and the playground.
 
 use std::sync::Arc;
 
 use http::Method;
 
 use super::{
-    ACCOUNT_APPS, ACCOUNT_APPS_REVOKE, AUTHORIZE, CONSENT, DEVICE, LOGIN, Request, Response, Route,
-    pages, wire,
+    ACCOUNT_APPS, ACCOUNT_APPS_REVOKE, AUTHORIZE, CONSENT, DEVICE, LOGIN, PLAYGROUND,
+    PLAYGROUND_INTROSPECT, Request, Response, Route, pages, wire,
 };
+use crate::http::pages::Skin;
+use crate::service::playground::PLAYGROUND_CLIENT;
 use crate::service::{BrowserReply, Page, Reply, Services};
 
 pub const ROUTES: &[Route] = &[
@@ -40,39 +43,68 @@ pub const ROUTES: &[Route] = &[
         method: Method::POST,
         path: ACCOUNT_APPS_REVOKE,
     },
+    Route {
+        method: Method::GET,
+        path: PLAYGROUND,
+    },
+    Route {
+        method: Method::POST,
+        path: PLAYGROUND_INTROSPECT,
+    },
 ];
 
 pub struct AuthorizeRouter {
     services: Arc<Services>,
+    skin: Skin,
 }
 
 impl AuthorizeRouter {
     pub fn new(services: Arc<Services>) -> Self {
-        Self { services }
+        let skin = Skin::new(&services.config.look);
+        Self { services, skin }
     }
 
     pub async fn handle(&self, req: Request) -> Response {
+        let id = wire::request_id(&req);
         let cookies = wire::cookies(&req);
         match (req.method(), req.uri().path()) {
+            (_, PLAYGROUND | PLAYGROUND_INTROSPECT) if !self.services.config.playground => {
+                self.page(404, "There is no page at this address.", &id, &[])
+            }
+            (&Method::GET, PLAYGROUND) => self.playground(&id).await,
+            (&Method::POST, PLAYGROUND_INTROSPECT) => {
+                let form = match wire::form(&req) {
+                    Ok(f) => f,
+                    Err(e) => return wire::oauth_error(&e, false),
+                };
+                let answer = match wire::required(&form, "token") {
+                    Ok(token) => self.services.playground_introspect(token).await,
+                    Err(e) => Err(e),
+                };
+                match answer {
+                    Ok(answer) => wire::json_no_store(200, &answer),
+                    Err(e) => wire::oauth_error(&e, false),
+                }
+            }
             (&Method::GET, AUTHORIZE) => {
                 let reply = self.services.authorize(&wire::query(&req), &cookies).await;
-                self.respond(reply, 302)
+                self.respond(reply, 302, &id)
             }
             (&Method::GET, DEVICE) => {
                 let reply = self
                     .services
                     .device_page(&wire::query(&req), &cookies)
                     .await;
-                self.respond(reply, 303)
+                self.respond(reply, 303, &id)
             }
             (&Method::GET, ACCOUNT_APPS) => {
                 let reply = self.services.account_apps(&cookies).await;
-                self.respond(reply, 303)
+                self.respond(reply, 303, &id)
             }
             (&Method::POST, LOGIN | CONSENT | DEVICE | ACCOUNT_APPS_REVOKE) => {
                 let form = match wire::form(&req) {
                     Ok(f) => f,
-                    Err(e) => return self.respond(error_page(400, &e.description), 303),
+                    Err(e) => return self.page(400, &e.description, &id, &[]),
                 };
                 let addr = wire::source_addr(&req);
                 let reply = match req.uri().path() {
@@ -82,13 +114,55 @@ impl AuthorizeRouter {
                     _ => self.services.account_revoke(&form, &cookies).await,
                 };
                 // 303: the browser follows a POST's redirect with a GET.
-                self.respond(reply, 303)
+                self.respond(reply, 303, &id)
             }
-            _ => not_routed(&req),
+            _ => self.not_routed(&req, &id),
         }
     }
 
-    fn respond(&self, reply: BrowserReply, redirect_status: u16) -> Response {
+    /// The playground page, its client registered (or its redirect URI
+    /// moved to this issuer) on the way.
+    async fn playground(&self, id: &str) -> Response {
+        if let Err(e) = self.services.ensure_playground_client().await {
+            tracing::warn!(request_id = id, error = %e, "playground client unavailable");
+            return self.page(
+                503,
+                "The playground is unavailable; try again later.",
+                id,
+                &[],
+            );
+        }
+        let html = pages::playground(&self.skin, &self.services.config.issuer, PLAYGROUND_CLIENT);
+        wire::html(200, html, &self.skin.playground_csp(), &[])
+    }
+
+    /// An error page with the request's id.
+    fn page(&self, status: u16, message: &str, id: &str, extra: &[(&str, String)]) -> Response {
+        tracing::info!(request_id = id, status, message, "error page");
+        let page = Page::Error {
+            status,
+            message: message.to_owned(),
+        };
+        let (status, body) = pages::render(&page, &self.skin, id);
+        wire::html(status, body, self.skin.csp(), extra)
+    }
+
+    /// The browser pages' 404 and 405 are pages too (with `Allow` on a 405).
+    fn not_routed(&self, req: &Request, id: &str) -> Response {
+        let allowed = super::allowed_methods(ROUTES, req);
+        if allowed.is_empty() {
+            self.page(404, "There is no page at this address.", id, &[])
+        } else {
+            self.page(
+                405,
+                "This page cannot be opened this way. Go back to the app and start again.",
+                id,
+                &[("allow", allowed.join(", "))],
+            )
+        }
+    }
+
+    fn respond(&self, reply: BrowserReply, redirect_status: u16, id: &str) -> Response {
         let secure = self.services.config.secure_cookies();
         let mut headers: Vec<(&str, String)> = reply
             .set_cookies
@@ -103,44 +177,17 @@ impl AuthorizeRouter {
         match reply.reply {
             Reply::Redirect(location) => wire::redirect(redirect_status, &location, &headers),
             Reply::Page(page) => {
-                let (mut status, body) = pages::render(&page);
+                if let Page::Error { status, message } = &page {
+                    tracing::info!(request_id = id, status, message, "error page");
+                }
+                let (mut status, body) = pages::render(&page, &self.skin, id);
                 if let Some(wait) = reply.retry_after {
                     // RFC 6585 §4.
                     status = 429;
                     headers.push(("retry-after", wait.to_string()));
                 }
-                wire::html(status, body, &headers)
+                wire::html(status, body, self.skin.csp(), &headers)
             }
         }
-    }
-}
-
-/// The browser pages' 404 and 405 are pages too (with `Allow` on a 405).
-fn not_routed(req: &Request) -> Response {
-    let allowed = super::allowed_methods(ROUTES, req);
-    let (status, message, extra) = if allowed.is_empty() {
-        (404, "There is no page at this address.", Vec::new())
-    } else {
-        (
-            405,
-            "This page cannot be opened this way. Go back to the app and start again.",
-            vec![("allow", allowed.join(", "))],
-        )
-    };
-    let (status, body) = pages::render(&Page::Error {
-        status,
-        message: message.to_owned(),
-    });
-    wire::html(status, body, &extra)
-}
-
-fn error_page(status: u16, message: &str) -> BrowserReply {
-    BrowserReply {
-        reply: Reply::Page(Page::Error {
-            status,
-            message: message.to_owned(),
-        }),
-        set_cookies: Vec::new(),
-        retry_after: None,
     }
 }

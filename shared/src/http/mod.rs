@@ -72,6 +72,10 @@ pub const DEVICE: &str = "/device";
 /// The connected apps page and its revoke form (authorize function).
 pub const ACCOUNT_APPS: &str = "/account/apps";
 pub const ACCOUNT_APPS_REVOKE: &str = "/account/apps/revoke";
+/// The playground page, and the introspection it uses for its own tokens
+/// (authorize function; answered only when the playground is on).
+pub const PLAYGROUND: &str = "/playground";
+pub const PLAYGROUND_INTROSPECT: &str = "/playground/introspect";
 
 /// The methods `routes` serve at the request's path (none: no such path).
 pub(crate) fn allowed_methods<'a>(routes: &'a [Route], req: &Request) -> Vec<&'a str> {

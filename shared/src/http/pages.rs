@@ -1,20 +1,33 @@
-//! The HTML pages a person sees: login, consent and errors. Plain HTML and
-//! one inline stylesheet allowed by its hash; no script, nothing loaded from
-//! elsewhere.
+//! The HTML pages a person sees: sign-in, two-step code, consent, device
+//! code entry, connected apps, errors, and the playground. Plain HTML and
+//! one inline stylesheet allowed by its hash; no script (but the
+//! playground's own, by its hash), nothing loaded from elsewhere (but a
+//! deployment's logo, when its URL is on another host).
 
 use std::fmt::Write as _;
 use std::sync::LazyLock;
 
+use crate::config::Look;
 use crate::domain::secret::sha256;
 use crate::service::Page;
 
+/// The stylesheet; `--accent` is set from the deployment's look.
 const STYLE: &str = "body{font:16px/1.5 system-ui,sans-serif;margin:0;background:#f4f5f7;color:#1d2330}\
-main{max-width:26rem;margin:3rem auto;padding:2rem;background:#fff;border-radius:.5rem;box-shadow:0 1px 4px #0002}\
-h1{font-size:1.4rem;margin-top:0}label{display:block;margin:.8rem 0 .2rem;font-weight:600}\
-input[type=text],input[type=password]{width:100%;box-sizing:border-box;padding:.55rem;border:1px solid #99a;border-radius:.3rem;font:inherit}\
-button{font:inherit;padding:.55rem 1.2rem;border-radius:.3rem;border:1px solid #2747c8;margin:1rem .5rem 0 0;cursor:pointer}\
-.primary{background:#2747c8;color:#fff}.secondary{background:#fff;color:#2747c8}\
-.error{color:#a4161a;background:#fde8e8;padding:.5rem .8rem;border-radius:.3rem}ul{padding-left:1.2rem}";
+.brand{display:flex;align-items:center;gap:.6rem;max-width:26rem;margin:2rem auto 0;padding:0 1rem;font-weight:700;font-size:1.1rem}\
+.brand img{height:2rem;width:auto}\
+main{max-width:26rem;margin:1rem auto 3rem;padding:1.5rem 2rem;background:#fff;border-radius:.5rem;box-shadow:0 1px 4px #0002}\
+main.wide,.brand.wide{max-width:48rem}\
+h1{font-size:1.4rem;margin-top:0}h2{font-size:1.1rem;margin:1.4rem 0 .4rem}\
+label{display:block;margin:.8rem 0 .2rem;font-weight:600}\
+input[type=text],input[type=password]{width:100%;box-sizing:border-box;padding:.55rem;border:1px solid #6b7180;border-radius:.3rem;font:inherit}\
+button{font:inherit;padding:.55rem 1.2rem;border-radius:.3rem;border:1px solid var(--accent);margin:1rem .5rem 0 0;cursor:pointer}\
+.primary{background:var(--accent);color:#fff}.secondary{background:#fff;color:var(--accent)}\
+:focus-visible{outline:3px solid var(--accent);outline-offset:2px}\
+.error{color:#a4161a;background:#fde8e8;padding:.5rem .8rem;border-radius:.3rem}\
+.reference{color:#4a5160;font-size:.9rem}ul,ol{padding-left:1.2rem}\
+pre,code{font:.85rem/1.4 ui-monospace,monospace;white-space:pre-wrap;overflow-wrap:anywhere}\
+pre{background:#f4f5f7;padding:.6rem;border-radius:.3rem}.current{font-weight:700}\
+@media (max-width:30rem){main{margin:.5rem;padding:1.25rem}.brand{margin-top:1rem}}";
 
 /// Headers on every page: no framing, no referrer, no caching of forms.
 pub const SECURITY_HEADERS: &[(&str, &str)] = &[
@@ -24,12 +37,11 @@ pub const SECURITY_HEADERS: &[(&str, &str)] = &[
     ("cache-control", "no-store"),
 ];
 
-static CSP: LazyLock<String> = LazyLock::new(|| {
-    format!(
-        "default-src 'none'; style-src 'sha256-{}'; img-src 'self'; frame-ancestors 'none'; base-uri 'none'",
-        base64_std(&sha256(STYLE.as_bytes()))
-    )
-});
+/// The playground's script, allowed on its page by its hash.
+pub const PLAYGROUND_SCRIPT: &str = include_str!("playground.js");
+
+static PLAYGROUND_HASH: LazyLock<String> =
+    LazyLock::new(|| base64_std(&sha256(PLAYGROUND_SCRIPT.as_bytes())));
 
 /// CSP hash sources are standard base64, not base64url.
 fn base64_std(bytes: &[u8]) -> String {
@@ -37,8 +49,77 @@ fn base64_std(bytes: &[u8]) -> String {
     base64::engine::general_purpose::STANDARD.encode(bytes)
 }
 
-pub fn csp() -> String {
-    CSP.clone()
+/// A deployment's look, made once per router: the stylesheet with its
+/// accent colour, the CSP that allows exactly that stylesheet (and the
+/// logo's host), the product name and the logo.
+#[derive(Debug, Clone)]
+pub struct Skin {
+    style: String,
+    csp: String,
+    product: String,
+    logo: Option<String>,
+}
+
+impl Skin {
+    pub fn new(look: &Look) -> Self {
+        let style = format!(":root{{--accent:{}}}{STYLE}", look.accent);
+        let logo_host = look
+            .logo_url
+            .as_deref()
+            .and_then(|u| url::Url::parse(u).ok())
+            .map(|u| format!(" {}", u.origin().ascii_serialization()))
+            .unwrap_or_default();
+        let csp = format!(
+            "default-src 'none'; style-src 'sha256-{}'; img-src 'self'{logo_host}; frame-ancestors 'none'; base-uri 'none'",
+            base64_std(&sha256(style.as_bytes()))
+        );
+        Self {
+            style,
+            csp,
+            product: look.product.clone(),
+            logo: look.logo_url.clone(),
+        }
+    }
+
+    /// The Content-Security-Policy of every page but the playground.
+    pub fn csp(&self) -> &str {
+        &self.csp
+    }
+
+    /// The playground's: the same, plus its script and calls to this server.
+    pub fn playground_csp(&self) -> String {
+        format!(
+            "{}; script-src 'sha256-{}'; connect-src 'self'",
+            self.csp, *PLAYGROUND_HASH
+        )
+    }
+
+    /// A whole page around `body`: the product's name and logo above it.
+    pub fn layout(&self, title: &str, body: &str, wide: bool) -> String {
+        let class = if wide { " class=\"wide\"" } else { "" };
+        let brand_class = if wide { "brand wide" } else { "brand" };
+        let logo = match &self.logo {
+            // The product name beside it says it all: the logo is decoration.
+            Some(url) => format!("<img src=\"{}\" alt=\"\">", escape(url)),
+            None => String::new(),
+        };
+        format!(
+            "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">\
+<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
+<title>{} · {}</title><style>{}</style></head><body>\
+<header class=\"{brand_class}\">{logo}<span>{}</span></header><main{class}>{body}</main></body></html>",
+            escape(title),
+            escape(&self.product),
+            self.style,
+            escape(&self.product),
+        )
+    }
+}
+
+impl Default for Skin {
+    fn default() -> Self {
+        Self::new(&Look::default())
+    }
 }
 
 /// Escapes text for HTML content and double-quoted attributes.
@@ -57,15 +138,6 @@ pub fn escape(s: &str) -> String {
     out
 }
 
-fn layout(title: &str, body: &str) -> String {
-    format!(
-        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">\
-<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
-<title>{}</title><style>{STYLE}</style></head><body><main>{body}</main></body></html>",
-        escape(title)
-    )
-}
-
 fn hidden(interaction: &str, csrf: &str) -> String {
     format!(
         "<input type=\"hidden\" name=\"interaction\" value=\"{}\"><input type=\"hidden\" name=\"csrf\" value=\"{}\">",
@@ -74,8 +146,9 @@ fn hidden(interaction: &str, csrf: &str) -> String {
     )
 }
 
-/// The status and HTML of a page.
-pub fn render(page: &Page) -> (u16, String) {
+/// The status and HTML of a page. `request_id` is shown on error pages,
+/// for the user to quote and the operator to find in the logs.
+pub fn render(page: &Page, skin: &Skin, request_id: &str) -> (u16, String) {
     match page {
         Page::Login {
             interaction,
@@ -99,7 +172,7 @@ pub fn render(page: &Page) -> (u16, String) {
                 super::LOGIN,
                 hidden(interaction, csrf)
             );
-            (200, layout("Sign in", &body))
+            (200, skin.layout("Sign in", &body, false))
         }
         Page::Consent {
             interaction,
@@ -122,7 +195,7 @@ pub fn render(page: &Page) -> (u16, String) {
                 super::CONSENT,
                 hidden(interaction, csrf)
             );
-            (200, layout("Allow access?", &body))
+            (200, skin.layout("Allow access?", &body, false))
         }
         Page::Otp {
             interaction,
@@ -145,7 +218,7 @@ pub fn render(page: &Page) -> (u16, String) {
                 super::LOGIN,
                 hidden(interaction, csrf)
             );
-            (200, layout("Two-step verification", &body))
+            (200, skin.layout("Two-step verification", &body, false))
         }
         Page::DeviceEntry {
             interaction,
@@ -168,7 +241,7 @@ pub fn render(page: &Page) -> (u16, String) {
                 hidden(interaction, csrf),
                 escape(user_code)
             );
-            (200, layout("Connect a device", &body))
+            (200, skin.layout("Connect a device", &body, false))
         }
         Page::DeviceDone {
             client_name,
@@ -190,7 +263,7 @@ pub fn render(page: &Page) -> (u16, String) {
             } else {
                 "Request denied"
             };
-            (200, layout(title, &body))
+            (200, skin.layout(title, &body, false))
         }
         Page::Apps {
             interaction,
@@ -223,16 +296,44 @@ pub fn render(page: &Page) -> (u16, String) {
                     escape(&app.name)
                 );
             }
-            (200, layout("Connected apps", &body))
+            (200, skin.layout("Connected apps", &body, false))
         }
         Page::Error { status, message } => {
             let body = format!(
-                "<h1>Something went wrong</h1><p class=\"error\" role=\"alert\">{}</p>",
-                escape(message)
+                "<h1>Something went wrong</h1><p class=\"error\" role=\"alert\">{}</p>\
+<p class=\"reference\">If you ask for help, quote this reference: <code>{}</code></p>",
+                escape(message),
+                escape(request_id)
             );
-            (*status, layout("Something went wrong", &body))
+            (*status, skin.layout("Something went wrong", &body, false))
         }
     }
+}
+
+/// The playground: a client of this server in the page itself (its script,
+/// `playground.js`), for watching tokens live, rotate and die.
+pub fn playground(skin: &Skin, issuer: &str, client_id: &str) -> String {
+    let body = format!(
+        "<h1>Playground</h1>\
+<p>This page is an app of its own, the public client <code>{client}</code>. It signs in with the \
+authorization code flow and PKCE, then shows what it gets: the access token and the ID token \
+decoded, and the refresh tokens as they rotate. Its tokens are its own; no other app's are shown.</p>\
+<div id=\"playground\" data-issuer=\"{issuer}\" data-client=\"{client}\">\
+<button id=\"start\" class=\"primary\" type=\"button\">Sign in with the playground client</button>\
+<section id=\"tokens\" hidden aria-labelledby=\"tokens-title\"><h2 id=\"tokens-title\">Access token</h2>\
+<div id=\"access-token\"></div><h2>ID token</h2><div id=\"id-token\"></div>\
+<h2>Refresh tokens</h2><p>Each refresh returns a new refresh token and spends the one presented.</p>\
+<ol id=\"refresh-chain\"></ol>\
+<button id=\"refresh\" class=\"primary\" type=\"button\">Refresh</button>\
+<button id=\"introspect\" class=\"secondary\" type=\"button\">Introspect</button>\
+<button id=\"replay\" class=\"secondary\" type=\"button\">Replay the previous refresh token</button>\
+<button id=\"revoke\" class=\"secondary\" type=\"button\">Revoke</button></section>\
+<h2>What happened</h2><ol id=\"log\" aria-live=\"polite\"></ol></div>\
+<script>{PLAYGROUND_SCRIPT}</script>",
+        client = escape(client_id),
+        issuer = escape(issuer),
+    );
+    skin.layout("Playground", &body, true)
 }
 
 /// `YYYY-MM-DD HH:MM UTC` for epoch seconds (the proleptic Gregorian
@@ -269,7 +370,7 @@ mod tests {
 
     #[test]
     fn new_pages_escape_and_name_their_inputs() {
-        let (_, html) = render(&Page::DeviceEntry {
+        let (_, html) = render_default(&Page::DeviceEntry {
             interaction: "i".into(),
             csrf: "c".into(),
             user_code: "\"><b>".into(),
@@ -277,7 +378,7 @@ mod tests {
         });
         assert!(html.contains("name=\"user_code\""));
         assert!(!html.contains("<b>"));
-        let (_, html) = render(&Page::Otp {
+        let (_, html) = render_default(&Page::Otp {
             interaction: "i".into(),
             csrf: "c".into(),
             client_name: "<i>App</i>".into(),
@@ -289,9 +390,13 @@ mod tests {
 
     use super::*;
 
+    fn render_default(page: &Page) -> (u16, String) {
+        render(page, &Skin::default(), "req-1")
+    }
+
     #[test]
     fn text_is_escaped() {
-        let (_, html) = render(&Page::Consent {
+        let (_, html) = render_default(&Page::Consent {
             interaction: "i".into(),
             csrf: "c\"><script>".into(),
             client_name: "<b>Evil</b>".into(),
@@ -304,8 +409,46 @@ mod tests {
     }
 
     #[test]
-    fn csp_allows_exactly_our_style() {
-        assert!(csp().contains("frame-ancestors 'none'"));
-        assert!(csp().contains("style-src 'sha256-"));
+    fn the_csp_allows_exactly_our_style_and_the_logos_host() {
+        let skin = Skin::default();
+        let (_, html) = render_default(&Page::Error {
+            status: 400,
+            message: "m".into(),
+        });
+        let style = &html[html.find("<style>").unwrap() + 7..html.find("</style>").unwrap()];
+        let hash = base64_std(&sha256(style.as_bytes()));
+        assert!(skin.csp().contains(&format!("style-src 'sha256-{hash}'")));
+        assert!(skin.csp().contains("frame-ancestors 'none'"));
+        assert!(skin.csp().contains("img-src 'self';"));
+        assert!(!skin.csp().contains("script-src"));
+        assert!(html.contains("<code>req-1</code>"), "{html}");
+
+        let branded = Skin::new(&Look {
+            product: "Acme <ID>".into(),
+            logo_url: Some("https://cdn.acme.example/a/logo.svg".into()),
+            accent: "#0a7f3f".into(),
+        });
+        let (_, html) = render(
+            &Page::Error {
+                status: 400,
+                message: "m".into(),
+            },
+            &branded,
+            "r",
+        );
+        assert!(html.contains(":root{--accent:#0a7f3f}"));
+        assert!(html.contains("<img src=\"https://cdn.acme.example/a/logo.svg\" alt=\"\">"));
+        assert!(html.contains("<span>Acme &lt;ID&gt;</span>"));
+        assert!(
+            branded
+                .csp()
+                .contains("img-src 'self' https://cdn.acme.example;")
+        );
+        let script = base64_std(&sha256(PLAYGROUND_SCRIPT.as_bytes()));
+        assert!(
+            branded
+                .playground_csp()
+                .ends_with(&format!("script-src 'sha256-{script}'; connect-src 'self'"))
+        );
     }
 }

@@ -115,6 +115,20 @@ fn basic_credentials(value: &HeaderValue) -> Result<(String, String), OAuthError
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SourceAddr(pub IpAddr);
 
+/// The id of a request, set by the shell that received it: API Gateway's
+/// request id in Lambda, a random one in `tokenfn serve`. Error pages show
+/// it, and the log line of the failure carries it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RequestId(pub String);
+
+/// The request's [`RequestId`], or a new one when its shell set none.
+pub fn request_id(req: &Request) -> String {
+    match req.extensions().get::<RequestId>() {
+        Some(id) => id.0.clone(),
+        None => crate::domain::secret::new_id().unwrap_or_else(|_| "unknown".into()),
+    }
+}
+
 /// The request's [`SourceAddr`], if its shell knew one.
 pub fn source_addr(req: &Request) -> Option<IpAddr> {
     req.extensions().get::<SourceAddr>().map(|a| a.0)
@@ -227,12 +241,13 @@ pub fn oauth_error(err: &OAuthError, basic: bool) -> Response {
     json_error(status, err.code.as_str(), &err.description, &extra)
 }
 
-pub fn html(status: u16, body: String, extra: &[(&str, String)]) -> Response {
+/// An HTML page with the security headers of every page and `csp`.
+pub fn html(status: u16, body: String, csp: &str, extra: &[(&str, String)]) -> Response {
     let mut headers: Vec<(&str, String)> = super::pages::SECURITY_HEADERS
         .iter()
         .map(|(k, v)| (*k, (*v).to_owned()))
         .collect();
-    headers.push(("content-security-policy", super::pages::csp()));
+    headers.push(("content-security-policy", csp.to_owned()));
     if status == 503 {
         headers.push(("retry-after", "1".to_owned()));
     }

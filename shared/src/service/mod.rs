@@ -7,6 +7,7 @@ pub mod admin;
 pub mod authorize;
 pub mod device;
 pub mod password;
+pub mod playground;
 mod throttle;
 pub mod token;
 pub mod tokeninfo;

@@ -33,7 +33,7 @@ pub struct Details {
 }
 
 impl Introspection {
-    fn inactive() -> Self {
+    pub(crate) fn inactive() -> Self {
         Self {
             active: false,
             details: None,
@@ -115,12 +115,22 @@ impl Services {
         auth: &ClientAuth,
         token: &str,
     ) -> Result<Introspection, OAuthError> {
-        let now = self.clock.now();
         if auth.secret().is_none() {
             return Err(OAuthError::invalid_client(
                 "introspection needs client authentication with a secret",
             ));
         }
+        self.describe(auth, token).await
+    }
+
+    /// [`Services::introspect`] once the caller may ask: `auth` is checked
+    /// as at the token endpoint (a public client by its id alone).
+    pub(crate) async fn describe(
+        &self,
+        auth: &ClientAuth,
+        token: &str,
+    ) -> Result<Introspection, OAuthError> {
+        let now = self.clock.now();
         // A JWT has two dots; our refresh tokens are base64url, which has none.
         if token.contains('.') {
             let (client, access) =
