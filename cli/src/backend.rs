@@ -9,7 +9,7 @@ use clap::{Args, ValueEnum};
 use tokenfn_core::aws::sdk_config;
 use tokenfn_core::config::Config;
 use tokenfn_core::ports::{Signer, Store, SystemClock};
-use tokenfn_core::seal::{KmsBox, LazyLocalBox, SecretBox};
+use tokenfn_core::seal::{KmsBox, LazyLocalBox, NoBox, SecretBox};
 use tokenfn_core::service::Services;
 use tokenfn_core::sign::{KmsSigner, LocalSigner, NoKey};
 use tokenfn_core::store::{DynamoStore, SqliteStore, dynamodb};
@@ -167,12 +167,18 @@ impl Backend {
     /// file in the data folder (read or created when a secret is first
     /// sealed or opened, so that other commands leave none behind).
     async fn secret_box(&self) -> Result<Arc<dyn SecretBox>, String> {
-        match &self.args.totp_key_id {
-            Some(id) => {
+        match (&self.args.totp_key_id, self.args.store) {
+            (Some(id), _) => {
                 let client = aws_sdk_kms::Client::new(&sdk_config().await);
                 Ok(Arc::new(KmsBox::new(client, id)))
             }
-            None => Ok(Arc::new(LazyLocalBox::new(&self.data_dir))),
+            (None, StoreKind::Sqlite) => Ok(Arc::new(LazyLocalBox::new(&self.data_dir))),
+            // A secret sealed with this machine's key file could never be
+            // opened by the deployed functions: refuse to seal one.
+            (None, StoreKind::Dynamodb) => Ok(Arc::new(NoBox::because(
+                "with --store dynamodb, TOTP secrets are sealed with a KMS key: pass --totp-key-id \
+                 (the stack's TotpKeyId output) or set TOKENFN_TOTP_KEY_ID",
+            ))),
         }
     }
 

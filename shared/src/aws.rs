@@ -55,7 +55,9 @@ pub async fn services(settings: &AwsSettings, keys: Keys) -> Result<Arc<Services
     // without one, two-step sign-in fails loudly rather than store them plain.
     let secret_box: Arc<dyn SecretBox> = match &settings.totp_key_id {
         Some(id) => Arc::new(KmsBox::new(aws_sdk_kms::Client::new(&sdk), id)),
-        None => Arc::new(NoBox),
+        None => Arc::new(NoBox::because(
+            "TOKENFN_TOTP_KEY_ID is not set: this function cannot open TOTP secrets",
+        )),
     };
     Ok(Arc::new(
         Services::new(

@@ -223,14 +223,27 @@ impl SecretBox for KmsBox {
 }
 
 /// No key configured for sealed secrets.
-pub struct NoBox;
+pub struct NoBox {
+    why: &'static str,
+}
+
+impl NoBox {
+    /// A box that fails, saying `why`.
+    pub const fn because(why: &'static str) -> Self {
+        Self { why }
+    }
+}
+
+impl Default for NoBox {
+    fn default() -> Self {
+        Self::because("no key for TOTP secrets is configured")
+    }
+}
 
 #[async_trait]
 impl SecretBox for NoBox {
     async fn seal(&self, _: &str, _: &str) -> Result<String, StoreError> {
-        Err(StoreError::Unavailable(
-            "no key for TOTP secrets is configured".into(),
-        ))
+        Err(StoreError::Unavailable(self.why.into()))
     }
 
     async fn open(&self, owner: &str, sealed: &str) -> Result<String, StoreError> {
@@ -281,7 +294,7 @@ mod tests {
                 .mode();
             assert_eq!(mode & 0o777, 0o600);
         }
-        assert!(NoBox.seal("user-1", "x").await.is_err());
+        assert!(NoBox::default().seal("user-1", "x").await.is_err());
         // The lazy box makes its key file only when it first seals.
         let lazy_dir = tempfile::tempdir().unwrap();
         let lazy = LazyLocalBox::new(lazy_dir.path());

@@ -50,7 +50,7 @@ impl Services {
             signer,
             clock,
             config,
-            secret_box: Arc::new(NoBox),
+            secret_box: Arc::new(NoBox::default()),
             verifier: OnceLock::new(),
         }
     }
