@@ -9,9 +9,16 @@ valid CloudFormation and SAM. These tests check what cfn-lint cannot know:
   each with one Lambda permission for exactly that method and path;
 - no policy grants a wildcard action or resource for DynamoDB or KMS;
 - each function's role has exactly the DynamoDB and KMS actions its code
-  paths need, on that table, its indexes and the signing keys, and the keys'
-  policies let only the token and refresh functions sign and only those and
-  the discovery function read the public key;
+  paths need, on that table, its indexes, the signing keys and the TOTP key,
+  and the keys' policies let only the token and refresh functions sign, only
+  those and the discovery function read the public key, and only the
+  authorize function decrypt a TOTP secret (IAM may grant operators
+  kms:Encrypt on that key, to enrol users, and nothing else);
+- the TOTP key is a retained, rotated symmetric key, named to the authorize
+  function alone by TOKENFN_TOTP_KEY_ID;
+- the pages' look (product name, logo, accent colour) and the playground
+  switch are parameters with the code's defaults and rules, given to the
+  authorize function alone, the one that serves pages;
 - the table is the one the store expects (key, indexes, TTL on the store's
   TTL attribute) with point-in-time recovery, encryption and retention;
 - every reference resolves and no resource depends on itself (cfn-lint does
@@ -41,6 +48,7 @@ ROOT = Path(__file__).resolve().parents[2]
 TEMPLATE = ROOT / "infra" / "template.yaml"
 STORE_SOURCE = ROOT / "shared" / "src" / "store" / "dynamodb.rs"
 CONFIG_SOURCES = [ROOT / "shared" / "src" / "config.rs", ROOT / "shared" / "src" / "lambda.rs"]
+SEAL_SOURCE = ROOT / "shared" / "src" / "seal.rs"
 
 FUNCTION_TYPE = "AWS::Serverless::Function"
 PSEUDO_PARAMETERS = {
@@ -59,8 +67,9 @@ PSEUDO_PARAMETERS = {
 # fail on any difference, wider or narrower.
 TABLE_ACTIONS = {
     # get client/user/session/interaction/consent; put interaction, session,
-    # consent, code; delete interaction; UpdateItem (TOTP step, grant cap)
-    "authorize": {"dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem"},
+    # consent, code; delete interaction; UpdateItem (TOTP step, grant cap);
+    # BatchGetItem (the playground's introspection: client with token)
+    "authorize": {"dynamodb:GetItem", "dynamodb:BatchGetItem", "dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem"},
     # get client/code/token/user/grant/counters; BatchGetItem (client with
     # code or token); TransactWriteItems of Update
     # (code, grant, token), Put (grant, token) and Delete (undo); UpdateItem
@@ -91,6 +100,32 @@ KEY_ACTIONS = {
 }
 # Functions that hold keys get TOKENFN_KMS_KEY_IDS; the others must not.
 KEY_HOLDERS = {name for name, actions in KEY_ACTIONS.items() if actions}
+# The TOTP key: authorize opens a user's sealed secret at each second-factor
+# check. Sealing (enrolment) is an operator's CLI command, with the
+# operator's own credentials; no function encrypts.
+TOTP_KEY_ACTIONS = {
+    "authorize": {"kms:Decrypt"},
+    "token": set(),
+    "refresh": set(),
+    "revoke": set(),
+    "discovery": set(),
+}
+# Functions that open TOTP secrets get TOKENFN_TOTP_KEY_ID; the others must not.
+TOTP_HOLDERS = {name for name, actions in TOTP_KEY_ACTIONS.items() if actions}
+# What the account root statement of the TOTP key's policy may list besides
+# administration: kms:Encrypt, so that IAM policies can let operators enrol
+# users. Never kms:Decrypt: no IAM policy may let anyone read a secret.
+TOTP_ROOT_ACTIONS = {"kms:Encrypt"}
+# Settings of the pages (Look::with_settings in shared/src/config.rs) and of
+# the playground, each from its template parameter. Only the authorize
+# function serves pages; the others must not get them.
+PAGE_SETTINGS = {
+    "TOKENFN_PRODUCT_NAME": "ProductName",
+    "TOKENFN_LOGO_URL": "LogoUrl",
+    "TOKENFN_ACCENT_COLOR": "AccentColor",
+    "TOKENFN_PLAYGROUND": "Playground",
+}
+PAGE_FUNCTIONS = {"authorize"}
 
 # Actions that use a key rather than administer it: never for the account
 # root statement of a key policy (which would let any IAM policy in the
@@ -173,6 +208,26 @@ def functions(resources: dict) -> dict:
         found[name] = logical_id
     assert set(found) == set(TABLE_ACTIONS), f"the template's functions are {sorted(found)}, expected {sorted(TABLE_ACTIONS)}"
     return found
+
+
+@pytest.fixture(scope="module")
+def totp_key(resources: dict, functions: dict) -> str:
+    """Logical id of the key that the authorize function's TOKENFN_TOTP_KEY_ID names."""
+    variables = resources[functions["authorize"]]["Properties"].get("Environment", {}).get("Variables", {})
+    assert "TOKENFN_TOTP_KEY_ID" in variables, (
+        "the authorize function lacks TOKENFN_TOTP_KEY_ID: two-step sign-in would answer 503"
+    )
+    value = variables["TOKENFN_TOTP_KEY_ID"]
+    key = getatt_target(value) or ref_target(value)
+    assert key in resources and resources[key]["Type"] == "AWS::KMS::Key", (
+        f"TOKENFN_TOTP_KEY_ID must be !GetAtt KEY.Arn or !Ref KEY of a key of this stack, not {value}"
+    )
+    return key
+
+
+@pytest.fixture(scope="module")
+def signing_keys(resources: dict, totp_key: str) -> set[str]:
+    return {k for k, r in resources.items() if r.get("Type") == "AWS::KMS::Key"} - {totp_key}
 
 
 @pytest.fixture(scope="module")
@@ -318,6 +373,22 @@ def role_of(function: dict) -> str:
     return role
 
 
+def seal_context() -> str:
+    """The encryption context key of KmsBox, which the TOTP key's policy requires."""
+    found = re.search(r'const CONTEXT: &str = "([^"]+)";', SEAL_SOURCE.read_text())
+    assert found, f"{SEAL_SOURCE.relative_to(ROOT)} no longer defines const CONTEXT; update this check"
+    return found.group(1)
+
+
+def root_principal(principal: Any) -> bool:
+    return ":root" in literal_text(principal)
+
+
+def principals_of(statement: dict) -> list[Any]:
+    principal = statement.get("Principal")
+    return as_list(principal.get("AWS", [])) if isinstance(principal, dict) else [principal]
+
+
 def store_constant(name: str) -> str:
     source = STORE_SOURCE.read_text()
     found = re.search(rf'const {name}: &str = "([^"]+)";', source)
@@ -374,7 +445,8 @@ def test_no_resource_depends_on_itself(resources: dict) -> None:
 
 
 # Parameter sets that exercise every condition: the defaults; the middle of
-# a key rotation; a custom domain with DNS, CORS and alarm mail.
+# a key rotation; a custom domain with DNS, CORS and alarm mail; a logo, a
+# look of one's own and the playground on.
 TRANSFORM_CASES = {
     "defaults": {},
     "rotation": {"SigningKeys": "green,blue"},
@@ -385,6 +457,12 @@ TRANSFORM_CASES = {
         "HostedZoneId": "Z0000000000000000000",
         "CorsAllowedOrigins": "https://app.example.com",
         "AlarmEmail": "ops@example.com",
+    },
+    "look and playground": {
+        "ProductName": "Acme ID",
+        "LogoUrl": "https://cdn.acme.example/logo.svg",
+        "AccentColor": "#0A7F3F",
+        "Playground": "on",
     },
 }
 
@@ -535,7 +613,9 @@ def test_each_function_has_its_own_role(resources: dict, functions: dict) -> Non
         assert resource.get("Type") not in ("AWS::IAM::User", "AWS::IAM::Group", "AWS::IAM::AccessKey"), logical_id
 
 
-def test_environment_matches_what_the_code_reads(resources: dict, functions: dict) -> None:
+def test_environment_matches_what_the_code_reads(
+    resources: dict, functions: dict, totp_key: str, signing_keys: set[str]
+) -> None:
     read = set()
     for source in CONFIG_SOURCES:
         read |= set(re.findall(r'"(TOKENFN_[A-Z_]+)"', source.read_text()))
@@ -555,7 +635,113 @@ def test_environment_matches_what_the_code_reads(resources: dict, functions: dic
         if has_keys:
             keys = {getatt_target(v) for v in alternatives(variables["TOKENFN_KMS_KEY_IDS"]) if getatt_target(v)}
             keys |= {n for v in alternatives(variables["TOKENFN_KMS_KEY_IDS"]) for n in referenced_names(v)}
-            assert keys and all(resources[k]["Type"] == "AWS::KMS::Key" for k in keys), logical_id
+            assert keys and keys <= signing_keys, f"{logical_id}: TOKENFN_KMS_KEY_IDS names {sorted(keys)}"
+        has_totp = "TOKENFN_TOTP_KEY_ID" in variables
+        assert has_totp == (name in TOTP_HOLDERS), (
+            f"{logical_id}: TOKENFN_TOTP_KEY_ID is for {sorted(TOTP_HOLDERS)} only"
+        )
+        if has_totp:
+            value = variables["TOKENFN_TOTP_KEY_ID"]
+            assert (getatt_target(value) or ref_target(value)) == totp_key, logical_id
+
+
+def test_page_settings_are_the_authorize_functions_alone(template: dict, resources: dict, functions: dict) -> None:
+    """TOKENFN_PRODUCT_NAME, TOKENFN_LOGO_URL, TOKENFN_ACCENT_COLOR and
+    TOKENFN_PLAYGROUND: on the authorize function, each from its parameter
+    (the logo only when one is given: unset and empty mean the same), and on
+    no other function, nor in Globals."""
+    in_globals = set(template["Globals"]["Function"].get("Environment", {}).get("Variables", {}))
+    assert not in_globals & set(PAGE_SETTINGS), f"Globals set {sorted(in_globals & set(PAGE_SETTINGS))}: authorize only"
+    conditions = template.get("Conditions", {})
+    for name, logical_id in functions.items():
+        variables = resources[logical_id]["Properties"]["Environment"]["Variables"]
+        present = set(variables) & set(PAGE_SETTINGS)
+        if name not in PAGE_FUNCTIONS:
+            assert not present, f"{logical_id} sets {sorted(present)}, which only the authorize function reads"
+            continue
+        assert present == set(PAGE_SETTINGS), f"{logical_id} lacks {sorted(set(PAGE_SETTINGS) - present)}"
+        for variable, parameter in PAGE_SETTINGS.items():
+            value = variables[variable]
+            assert referenced_names(value) - {"AWS::NoValue"} == {parameter}, f"{logical_id}: {variable} must be !Ref {parameter}, not {value}"
+            assert alternatives(value) == [{"Ref": parameter}], f"{logical_id}: {variable} is {parameter} or nothing, not {value}"
+        logo = variables["TOKENFN_LOGO_URL"]
+        if "Fn::If" in logo:
+            condition = conditions[logo["Fn::If"][0]]
+            assert condition == {"Fn::Not": [{"Fn::Equals": [{"Ref": "LogoUrl"}, ""]}]}, (
+                f"TOKENFN_LOGO_URL's condition must be: LogoUrl is not empty, not {condition}"
+            )
+            assert logo["Fn::If"][1:] == [{"Ref": "LogoUrl"}, {"Ref": "AWS::NoValue"}], f"TOKENFN_LOGO_URL: {logo}"
+
+
+def _code_default(field: str) -> str:
+    """A default of `Look` in shared/src/config.rs (`field: "value".into()`)."""
+    source = CONFIG_SOURCES[0].read_text()
+    found = re.search(rf'\b{field}: "([^"]+)"\.into\(\)', source)
+    assert found, f"{CONFIG_SOURCES[0].relative_to(ROOT)} no longer has Look's default {field}; update this check"
+    return found.group(1)
+
+
+def _allows(parameter: dict, value: str) -> bool:
+    """Whether CloudFormation takes `value` for a String parameter (its
+    patterns use only syntax that Java and Python read alike)."""
+    if "AllowedValues" in parameter and value not in parameter["AllowedValues"]:
+        return False
+    if not parameter.get("MinLength", 0) <= len(value) <= parameter.get("MaxLength", 4096):
+        return False
+    pattern = parameter.get("AllowedPattern")
+    return pattern is None or re.fullmatch(pattern, value) is not None
+
+
+# What Look::with_settings takes and refuses (shared/src/config.rs and its
+# tests): a value the parameter allows must not stop the function at init.
+PAGE_VALUES = {
+    "ProductName": {
+        "good": ["tokenfn", "Acme ID", "Ünïcode ✓", "x" * 60],
+        "bad": ["", "  ", "x" * 61, "tab\there", "bell\x07", "c1\x85"],
+    },
+    "LogoUrl": {
+        "good": ["", "https://cdn.acme.example/logo.svg", "/logo.svg", "/static/logo.png?v=2"],
+        "bad": [
+            "http://plain.example/logo.png",
+            "//elsewhere.example/logo.png",
+            '/logo.svg" onerror="x',
+            "/logo.svg' x",
+            "https://x.example/<script>",
+            "/a b",
+            "https://",
+            "logo.svg",
+            "javascript:alert(1)",
+        ],
+    },
+    "AccentColor": {
+        "good": ["#2747c8", "#0A7F3F", "#abc"],
+        "bad": ["red", "red; background:url(x)", "#12345", "2747c8", "#ggg", "#2747c8 "],
+    },
+    "Playground": {"good": ["on", "off"], "bad": ["yes", "true", "On", ""]},
+}
+
+
+def test_page_parameters(template: dict) -> None:
+    parameters = template["Parameters"]
+    for parameter in PAGE_SETTINGS.values():
+        assert parameters[parameter]["Type"] == "String", parameter
+    # The code's defaults, so a deployment looks as `tokenfn serve` does.
+    assert parameters["ProductName"]["Default"] == _code_default("product"), "ProductName: the code's default"
+    assert parameters["AccentColor"]["Default"] == _code_default("accent"), "AccentColor: the code's default"
+    assert parameters["LogoUrl"]["Default"] == "", "no logo by default"
+    assert parameters["AccentColor"]["AllowedPattern"] == "^#([0-9a-fA-F]{3}|[0-9a-fA-F]{6})$", "AccentColor: #rgb or #rrggbb"
+    # The playground registers a public client: off unless asked for.
+    assert parameters["Playground"]["Default"] == "off", "the playground must be off unless asked for"
+    assert sorted(parameters["Playground"]["AllowedValues"]) == ["off", "on"], "Playground: on or off, as the code reads"
+    problems = []
+    for parameter, values in PAGE_VALUES.items():
+        for value in values["good"] + [parameters[parameter]["Default"]]:
+            if not _allows(parameters[parameter], value):
+                problems.append(f"{parameter} refuses {value!r}, which the code takes")
+        for value in values["bad"]:
+            if _allows(parameters[parameter], value):
+                problems.append(f"{parameter} allows {value!r}, which would stop the authorize function at init")
+    assert not problems, "\n".join(problems)
 
 
 def test_logs_are_json_with_retention(template: dict, resources: dict, functions: dict) -> None:
@@ -599,14 +785,18 @@ def test_alarms_watch_the_token_functions(resources: dict, functions: dict) -> N
             assert (metric, functions[name]) in watched, f"no alarm on the {name} function's {metric}"
 
 
-def test_outputs(template: dict, functions: dict) -> None:
+def test_outputs(template: dict, functions: dict, totp_key: str) -> None:
     outputs = template["Outputs"]
-    for name in ("IssuerUrl", "DiscoveryUrl", "TableName", "RevokeFunctionArn"):
+    for name in ("IssuerUrl", "DiscoveryUrl", "TableName", "RevokeFunctionArn", "TotpKeyId"):
         assert name in outputs, f"output {name} is missing"
     for name, logical_id in functions.items():
         output = f"{name.capitalize()}FunctionName"
         assert outputs.get(output, {}).get("Value") == {"Ref": logical_id}, f"output {output}"
     assert getatt_target(outputs["RevokeFunctionArn"]["Value"]) == functions["revoke"]
+    # The operators' --totp-key-id: the key itself, whatever the conditions.
+    value = outputs["TotpKeyId"]["Value"]
+    assert (getatt_target(value) or ref_target(value)) == totp_key, "output TotpKeyId"
+    assert "Condition" not in outputs["TotpKeyId"], "output TotpKeyId"
 
 
 # ---------------------------------------------------------------- the table
@@ -648,14 +838,87 @@ def test_table_is_the_one_the_store_uses(resources: dict) -> None:
     assert "DeletionProtectionEnabled" in props
 
 
-def test_signing_keys(resources: dict) -> None:
-    keys = [r for r in resources.values() if r.get("Type") == "AWS::KMS::Key"]
-    assert keys, "no signing key"
-    for key in keys:
-        assert key["Properties"]["KeySpec"] == "ECC_NIST_P256"
-        assert key["Properties"]["KeyUsage"] == "SIGN_VERIFY"
-    aliases = [r for r in resources.values() if r.get("Type") == "AWS::KMS::Alias"]
-    assert aliases, "no alias for the signing key"
+def test_signing_keys(resources: dict, signing_keys: set[str]) -> None:
+    assert signing_keys, "no signing key"
+    for key in signing_keys:
+        assert resources[key]["Properties"]["KeySpec"] == "ECC_NIST_P256", key
+        assert resources[key]["Properties"]["KeyUsage"] == "SIGN_VERIFY", key
+    targets = {
+        n
+        for r in resources.values()
+        if r.get("Type") == "AWS::KMS::Alias"
+        for v in alternatives(r["Properties"]["TargetKeyId"])
+        for n in referenced_names(v)
+    }
+    assert targets & signing_keys, "no alias for the signing key"
+
+
+def test_totp_key(resources: dict, signing_keys: set[str], totp_key: str) -> None:
+    key = resources[totp_key]
+    props = key["Properties"]
+    assert props["KeySpec"] == "SYMMETRIC_DEFAULT", "KmsBox calls Encrypt and Decrypt"
+    assert props["KeyUsage"] == "ENCRYPT_DECRYPT"
+    assert props.get("EnableKeyRotation") is True, f"{totp_key}: EnableKeyRotation"
+    # Always there: the authorize function needs it whatever the parameters.
+    assert "Condition" not in key, f"{totp_key} must exist in every configuration"
+    # Deleting it would leave every enrolled secret unreadable.
+    assert key.get("DeletionPolicy") == "Retain" and key.get("UpdateReplacePolicy") == "Retain", (
+        f"{totp_key}: DeletionPolicy and UpdateReplacePolicy must be Retain"
+    )
+    windows = {resources[k]["Properties"].get("PendingWindowInDays") for k in signing_keys}
+    assert windows == {props.get("PendingWindowInDays")}, f"{totp_key}: PendingWindowInDays as the signing keys' {windows}"
+    # The same administration statement as the signing keys.
+    admin = {
+        k: sorted(actions_of(s))
+        for k in signing_keys | {totp_key}
+        for s in statements(resources[k]["Properties"]["KeyPolicy"])
+        if s.get("Sid") == "KeyAdministration"
+    }
+    assert set(admin) == signing_keys | {totp_key}, "every key has a KeyAdministration statement"
+    assert len({tuple(a) for a in admin.values()}) == 1, f"KeyAdministration statements differ: {admin}"
+    aliases = [
+        r for r in resources.values()
+        if r.get("Type") == "AWS::KMS::Alias" and ref_target(r["Properties"]["TargetKeyId"]) == totp_key
+    ]
+    assert len(aliases) == 1, f"one alias for {totp_key}"
+
+
+def test_totp_key_policy(resources: dict, functions: dict, totp_key: str) -> None:
+    """Who may use the TOTP key: the account root (so IAM policies, for the
+    operators who enrol users) may encrypt, the authorize role alone may
+    decrypt, and both only with the encryption context that KmsBox sets."""
+    authorize_role = role_of(resources[functions["authorize"]])
+    required = {"Null": {f"kms:EncryptionContext:{seal_context()}": "false"}}
+    uses: dict[str, set[str]] = {}
+    problems = []
+    for statement in statements(resources[totp_key]["Properties"]["KeyPolicy"]):
+        sid = statement.get("Sid", "?")
+        if statement.get("Effect") != "Allow":
+            continue
+        used = set(actions_of(statement)) & KEY_USE_ACTIONS
+        for principal in principals_of(statement):
+            who = "root" if root_principal(principal) else getatt_target(principal) or str(principal)
+            uses.setdefault(who, set()).update(used)
+        if used and statement.get("Condition") != required:
+            problems.append(f"{totp_key}/{sid}: {sorted(used)} without the condition {required}")
+    expected = {"root": TOTP_ROOT_ACTIONS, authorize_role: {"kms:Decrypt"}}
+    found = {who: actions for who, actions in uses.items() if actions}
+    if found != expected:
+        problems.append(f"{totp_key}: uses {found}, expected {expected}")
+    assert not problems, "\n".join(problems)
+
+
+def test_functions_start_after_their_key_policies(resources: dict, functions: dict) -> None:
+    """A function's KMS permissions are in AWS::IAM::RolePolicy resources
+    (see the template's roles); it waits for them, or its first containers
+    could fail their KMS calls."""
+    for logical_id in functions.values():
+        role = role_of(resources[logical_id])
+        depends = resources[logical_id].get("DependsOn", [])
+        depends = set([depends] if isinstance(depends, str) else depends)
+        for policy, applies_to, _ in identity_policies(resources):
+            if applies_to == role and resources[policy]["Type"] == "AWS::IAM::RolePolicy":
+                assert policy in depends, f"{logical_id} must DependsOn {policy}"
 
 
 # ---------------------------------------------------------------- least privilege
@@ -665,15 +928,16 @@ def _is_dynamodb_or_kms(action: str) -> bool:
     return action.lower().startswith(("dynamodb:", "kms:"))
 
 
-def test_no_policy_grants_a_wildcard_for_dynamodb_or_kms(resources: dict) -> None:
+def test_no_policy_grants_a_wildcard_for_dynamodb_or_kms(resources: dict, totp_key: str) -> None:
     """Identity policies: no `*` action at all, no wildcard in a DynamoDB or
     KMS action, no `*` (or any wildcard) in a resource of a statement with a
     DynamoDB or KMS action, and no NotAction / NotResource.
 
     Key policies: the same for actions; their Resource is "*" by rule, which
     in a key policy means the key itself, so it is allowed there and nowhere
-    else. No principal is "*", and the account root statement (which is how
-    IAM administrators manage the key) lists no action that uses the key."""
+    else. No principal is "*", and the account root statements (which is how
+    IAM administrators manage the key) list no action that uses the key,
+    except kms:Encrypt on the TOTP key (enrolment by operators)."""
     problems = []
     for policy, _, document in identity_policies(resources):
         for statement in statements(document):
@@ -704,24 +968,27 @@ def test_no_policy_grants_a_wildcard_for_dynamodb_or_kms(resources: dict) -> Non
             if statement.get("Resource") != "*":
                 problems.append(f"{key}/{sid}: a key policy's Resource is \"*\" (this key)")
             principal = statement.get("Principal")
-            aws = as_list(principal.get("AWS", [])) if isinstance(principal, dict) else [principal]
+            aws = principals_of(statement)
             if "*" in aws or principal == "*":
                 problems.append(f"{key}/{sid}: principal *")
-            if statement.get("Effect") == "Allow" and any(":root" in literal_text(p) for p in aws):
-                used = sorted(set(actions) & KEY_USE_ACTIONS)
+            if statement.get("Effect") == "Allow" and any(root_principal(p) for p in aws):
+                allowed = TOTP_ROOT_ACTIONS if key == totp_key else set()
+                used = sorted(set(actions) & KEY_USE_ACTIONS - allowed)
                 if used:
                     problems.append(f"{key}/{sid}: the account root may {used}, so any IAM policy could grant it")
     assert not problems, "\n".join(problems)
 
 
-def test_each_role_has_exactly_what_its_function_needs(resources: dict, functions: dict) -> None:
+def test_each_role_has_exactly_what_its_function_needs(
+    resources: dict, functions: dict, signing_keys: set[str], totp_key: str
+) -> None:
     table = next(k for k, r in resources.items() if r.get("Type") == "AWS::DynamoDB::Table")
-    keys = {k for k, r in resources.items() if r.get("Type") == "AWS::KMS::Key"}
+    keys = signing_keys
     index_arns = {f"${{{table}.Arn}}/index/{store_constant(c)}" for c in ("BY_USER", "BY_CLIENT")}
     problems = []
     for name, logical_id in functions.items():
         role = role_of(resources[logical_id])
-        on_table, on_indexes, on_keys = set(), set(), set()
+        on_table, on_indexes, on_keys, on_totp = set(), set(), set(), set()
         key_resources: set[str] = set()
         for policy, applies_to, document in identity_policies(resources):
             if applies_to != role:
@@ -752,14 +1019,18 @@ def test_each_role_has_exactly_what_its_function_needs(resources: dict, function
                         if target in keys:
                             on_keys |= set(actions)
                             key_resources.add(target)
+                        elif target == totp_key:
+                            on_totp |= set(actions)
                         else:
-                            problems.append(f"{policy}: KMS resource {resource} is not a signing key")
+                            problems.append(f"{policy}: KMS resource {resource} is not a key of this stack")
         if on_table != TABLE_ACTIONS[name]:
             problems.append(f"{name}: table actions {sorted(on_table)}, expected {sorted(TABLE_ACTIONS[name])}")
         if on_indexes != INDEX_ACTIONS[name]:
             problems.append(f"{name}: index actions {sorted(on_indexes)}, expected {sorted(INDEX_ACTIONS[name])}")
         if on_keys != KEY_ACTIONS[name]:
             problems.append(f"{name}: key actions {sorted(on_keys)}, expected {sorted(KEY_ACTIONS[name])}")
+        if on_totp != TOTP_KEY_ACTIONS[name]:
+            problems.append(f"{name}: TOTP key actions {sorted(on_totp)}, expected {sorted(TOTP_KEY_ACTIONS[name])}")
         if on_keys and key_resources != keys:
             problems.append(f"{name}: may use keys {sorted(key_resources)}, expected every key {sorted(keys)}")
         if on_indexes and not all(
@@ -772,14 +1043,18 @@ def test_each_role_has_exactly_what_its_function_needs(resources: dict, function
     assert not problems, "\n".join(problems)
 
 
-def test_key_policies_let_only_the_right_functions_use_the_keys(resources: dict, functions: dict) -> None:
+def test_key_policies_let_only_the_right_functions_use_the_keys(
+    resources: dict, functions: dict, totp_key: str
+) -> None:
     role_names = {role_of(resources[logical_id]): name for name, logical_id in functions.items()}
-    expected = {
-        action: {name for name, actions in KEY_ACTIONS.items() if action in actions}
-        for action in ("kms:Sign", "kms:GetPublicKey")
-    }
+
+    def users(table: dict[str, set[str]]) -> dict[str, set[str]]:
+        return {action: {name for name, actions in table.items() if action in actions} for action in KEY_USE_ACTIONS}
+
     problems = []
     for key, document in key_policies(resources):
+        expected = users(TOTP_KEY_ACTIONS if key == totp_key else KEY_ACTIONS)
+        root_may = TOTP_ROOT_ACTIONS if key == totp_key else set()
         granted: dict[str, set[str]] = {action: set() for action in KEY_USE_ACTIONS}
         for statement in statements(document):
             if statement.get("Effect") != "Allow":
@@ -793,7 +1068,7 @@ def test_key_policies_let_only_the_right_functions_use_the_keys(resources: dict,
                 for action in actions_of(statement):
                     if action in KEY_USE_ACTIONS and who:
                         granted[action].add(who)
-                    elif action in KEY_USE_ACTIONS:
+                    elif action in KEY_USE_ACTIONS and not (root_principal(p) and action in root_may):
                         problems.append(f"{key}: {action} for {p}")
         for action, names in granted.items():
             if names != expected.get(action, set()):

@@ -18,6 +18,8 @@ import { TokenfnStack, TokenfnStackProps } from './tokenfn-stack';
  * | `alarmTopicArn` | SNS topic for the alarms |
  * | `accessTokenTtl`, `idTokenTtl`, `refreshTtl`, `refreshIdleTtl`, `reuseLeeway` | seconds |
  * | `log` | TOKENFN_LOG |
+ * | `productName`, `logoUrl`, `accentColor` | the pages' look (authorize function only) |
+ * | `playground` | `off` (default) or `on`: serve /playground |
  */
 export function propsFromContext(app: App): TokenfnStackProps & { stackName: string } {
   const text = (key: string): string | undefined => {
@@ -50,6 +52,11 @@ export function propsFromContext(app: App): TokenfnStackProps & { stackName: str
     throw new Error(`context deletionProtection must be true or false, not ${JSON.stringify(protection)}`);
   }
 
+  const playground = text('playground');
+  if (playground !== undefined && !['on', 'off', 'true', 'false'].includes(playground)) {
+    throw new Error(`context playground must be on or off, not ${JSON.stringify(playground)}`);
+  }
+
   return {
     stackName: text('stackName') ?? 'Tokenfn',
     architecture,
@@ -70,6 +77,12 @@ export function propsFromContext(app: App): TokenfnStackProps & { stackName: str
       reuseLeeway: whole('reuseLeeway'),
       log: text('log'),
     },
+    look: {
+      productName: text('productName'),
+      logoUrl: text('logoUrl'),
+      accentColor: text('accentColor'),
+    },
+    playground: playground === undefined ? undefined : playground === 'on' || playground === 'true',
   };
 }
 

@@ -24,6 +24,9 @@ export const ROUTES: Readonly<Record<FunctionName, readonly Route[]>> = {
     { method: 'POST', path: '/device' },
     { method: 'GET', path: '/account/apps' },
     { method: 'POST', path: '/account/apps/revoke' },
+    // Always routed; the function answers 404 unless the playground is on.
+    { method: 'GET', path: '/playground' },
+    { method: 'POST', path: '/playground/introspect' },
   ],
   token: [
     { method: 'POST', path: '/oauth/token' },

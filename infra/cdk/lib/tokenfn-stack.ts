@@ -28,36 +28,60 @@ export const TABLE_SCHEMA = {
   byClient: { indexName: 'by_client', partitionKey: 'gsi_client', include: ['revoked_at', 'expires_at'] },
 } as const;
 
-/** What each function may do: the least it needs, and nothing for the others. */
+/**
+ * What each function may do: the least it needs, and nothing for the others.
+ * `keys` is the signing key; `totpKey` the key that seals TOTP secrets.
+ */
 export const ACCESS: Readonly<
-  Record<FunctionName, { table: readonly string[]; indexes: readonly string[]; keys: 'sign' | 'publish' | 'none' }>
+  Record<
+    FunctionName,
+    {
+      table: readonly string[];
+      indexes: readonly string[];
+      keys: 'sign' | 'publish' | 'none';
+      totpKey: 'decrypt' | 'none';
+    }
+  >
 > = {
-  // The grant cap reads a user's grants through the by_user index.
+  // The grant cap reads a user's grants through the by_user index. A
+  // second-factor check opens the user's sealed TOTP secret (kms:Decrypt);
+  // enrolment, which seals, is an operator's CLI command.
   authorize: {
-    table: ['dynamodb:GetItem', 'dynamodb:PutItem', 'dynamodb:UpdateItem', 'dynamodb:DeleteItem'],
+    // BatchGetItem: the playground's introspection (client with token).
+    table: ['dynamodb:GetItem', 'dynamodb:BatchGetItem', 'dynamodb:PutItem', 'dynamodb:UpdateItem', 'dynamodb:DeleteItem'],
     indexes: ['dynamodb:Query'],
     keys: 'none',
+    totpKey: 'decrypt',
   },
   token: {
     table: ['dynamodb:GetItem', 'dynamodb:BatchGetItem', 'dynamodb:PutItem', 'dynamodb:UpdateItem', 'dynamodb:DeleteItem', 'dynamodb:ConditionCheckItem'],
     indexes: ['dynamodb:Query'],
     keys: 'sign',
+    totpKey: 'none',
   },
   refresh: {
     table: ['dynamodb:GetItem', 'dynamodb:BatchGetItem', 'dynamodb:PutItem', 'dynamodb:UpdateItem', 'dynamodb:DeleteItem', 'dynamodb:ConditionCheckItem'],
     indexes: [],
     keys: 'sign',
+    totpKey: 'none',
   },
   // Revocation by user and by client goes through the indexes, never a Scan.
   revoke: {
     table: ['dynamodb:GetItem', 'dynamodb:UpdateItem', 'dynamodb:DeleteItem'],
     indexes: ['dynamodb:Query'],
     keys: 'none',
+    totpKey: 'none',
   },
   // Discovery builds its documents at init from KMS public keys. It still gets
   // TOKENFN_TABLE (the settings require it) but no DynamoDB permission.
-  discovery: { table: [], indexes: [], keys: 'publish' },
+  discovery: { table: [], indexes: [], keys: 'publish', totpKey: 'none' },
 };
+
+/**
+ * The encryption context key that shared/src/seal.rs (`KmsBox`) sets to the
+ * user id. The TOTP key's policy requires it for kms:Encrypt and kms:Decrypt.
+ */
+export const TOTP_CONTEXT_KEY = 'tokenfn-user';
 
 /**
  * What the account root may do with the signing key, through its key policy:
@@ -106,6 +130,22 @@ export interface TokenSettings {
   readonly log?: string;
 }
 
+/**
+ * How the pages present the service: `Look` in shared/src/config.rs, read by
+ * the authorize function (the one that serves pages) alone.
+ */
+export interface Look {
+  /** TOKENFN_PRODUCT_NAME: the name on every page, 1 to 60 printable characters. @default 'tokenfn' */
+  readonly productName?: string;
+  /** TOKENFN_LOGO_URL: an https URL, or a path on this server such as `/logo.svg`. @default no logo */
+  readonly logoUrl?: string;
+  /** TOKENFN_ACCENT_COLOR: `#rgb` or `#rrggbb`. @default '#2747c8' */
+  readonly accentColor?: string;
+}
+
+/** The defaults of `Look::default()` in shared/src/config.rs. */
+export const LOOK_DEFAULTS = { productName: 'tokenfn', accentColor: '#2747c8' } as const;
+
 export interface TokenfnStackProps extends StackProps {
   /** CPU architecture of the functions (and of the cargo-lambda build). @default ARM_64 */
   readonly architecture?: lambda.Architecture;
@@ -129,12 +169,33 @@ export interface TokenfnStackProps extends StackProps {
   /** @default 256 */
   readonly memorySize?: number;
   readonly settings?: TokenSettings;
+  /** The pages' name, logo and accent colour. @default tokenfn's own */
+  readonly look?: Look;
+  /**
+   * TOKENFN_PLAYGROUND: serve `/playground`, a page that signs in as a public
+   * client named `playground` (registered on its first view) and shows the
+   * tokens it gets. Off, `/playground` and `/playground/introspect` answer 404.
+   * @default false
+   */
+  readonly playground?: boolean;
+}
+
+/** The key policy statement that lets the account's administrators manage a key (KEY_ADMIN_ACTIONS). */
+function keyAdministration(): iam.PolicyStatement {
+  return new iam.PolicyStatement({
+    sid: 'KeyAdministration',
+    principals: [new iam.AccountRootPrincipal()],
+    actions: [...KEY_ADMIN_ACTIONS],
+    // In a key policy "*" is this key, and nothing else.
+    resources: ['*'],
+  });
 }
 
 export class TokenfnStack extends Stack {
   readonly api: apigwv2.HttpApi;
   readonly table: dynamodb.Table;
   readonly signingKey: kms.Key;
+  readonly totpKey: kms.Key;
   readonly functions: Readonly<Record<FunctionName, lambda.Function>>;
   readonly issuer: string;
 
@@ -182,19 +243,37 @@ export class TokenfnStack extends Stack {
       keyUsage: kms.KeyUsage.SIGN_VERIFY,
       alias: `alias/${this.stackName}/signing`,
       removalPolicy: RemovalPolicy.RETAIN,
+      policy: new iam.PolicyDocument({ statements: [keyAdministration()] }),
+    });
+    const publishedKeyArns = [this.signingKey.keyArn, ...(props.additionalPublicKeyArns ?? [])];
+
+    // Seals the users' TOTP secrets. Retained: without it no enrolled secret
+    // can be opened, and every enrolled user would have to enrol again.
+    // Operators enrol users with the tokenfn CLI and their own credentials,
+    // so the account root may kms:Encrypt (IAM policies can grant it) and
+    // use the key no other way; only the authorize role may kms:Decrypt
+    // (added below), so no IAM policy can let anyone read a secret.
+    const withContext = { Null: { [`kms:EncryptionContext:${TOTP_CONTEXT_KEY}`]: 'false' } };
+    this.totpKey = new kms.Key(this, 'TotpKey', {
+      description: 'tokenfn TOTP secret sealing key',
+      keySpec: kms.KeySpec.SYMMETRIC_DEFAULT,
+      keyUsage: kms.KeyUsage.ENCRYPT_DECRYPT,
+      enableKeyRotation: true,
+      alias: `alias/${this.stackName}/totp`,
+      removalPolicy: RemovalPolicy.RETAIN,
       policy: new iam.PolicyDocument({
         statements: [
+          keyAdministration(),
           new iam.PolicyStatement({
-            sid: 'KeyAdministration',
+            sid: 'SealSecrets',
             principals: [new iam.AccountRootPrincipal()],
-            actions: [...KEY_ADMIN_ACTIONS],
-            // In a key policy "*" is this key, and nothing else.
+            actions: ['kms:Encrypt'],
             resources: ['*'],
+            conditions: withContext,
           }),
         ],
       }),
     });
-    const publishedKeyArns = [this.signingKey.keyArn, ...(props.additionalPublicKeyArns ?? [])];
 
     // The API comes first: the functions read its endpoint as their issuer,
     // and the API's routes and permissions then refer to the functions.
@@ -231,9 +310,14 @@ export class TokenfnStack extends Stack {
       TOKENFN_REUSE_LEEWAY: seconds('reuseLeeway', settings.reuseLeeway ?? 0),
       TOKENFN_LOG: settings.log ?? 'info',
     };
+    // Only the authorize function serves pages, so only it gets these.
+    const pageEnvironment: Record<string, string> = {
+      ...lookEnvironment(props.look ?? {}),
+      TOKENFN_PLAYGROUND: props.playground ? 'on' : 'off',
+    };
 
     const functions = {} as Record<FunctionName, lambda.Function>;
-    const keyUsers = { sign: [] as iam.Role[], publish: [] as iam.Role[] };
+    const keyUsers = { sign: [] as iam.Role[], publish: [] as iam.Role[], decrypt: [] as iam.Role[] };
     for (const name of FUNCTION_NAMES) {
       const title = name[0].toUpperCase() + name.slice(1);
       const access = ACCESS[name];
@@ -266,6 +350,10 @@ export class TokenfnStack extends Stack {
         // GetPublicKey for every published key, once per container at init.
         role.addToPolicy(new iam.PolicyStatement({ actions: ['kms:GetPublicKey'], resources: publishedKeyArns }));
       }
+      if (access.totpKey === 'decrypt') {
+        keyUsers.decrypt.push(role);
+        role.addToPolicy(new iam.PolicyStatement({ actions: ['kms:Decrypt'], resources: [this.totpKey.keyArn] }));
+      }
 
       const fn = new RustFunction(this, `${title}Function`, {
         manifestPath,
@@ -285,6 +373,9 @@ export class TokenfnStack extends Stack {
         environment: {
           ...baseEnvironment,
           ...(access.keys === 'none' ? {} : { TOKENFN_KMS_KEY_IDS: publishedKeyArns.join(',') }),
+          // Without it two-step sign-in answers 503.
+          ...(access.totpKey === 'none' ? {} : { TOKENFN_TOTP_KEY_ID: this.totpKey.keyArn }),
+          ...(name === 'authorize' ? pageEnvironment : {}),
         },
       });
       functions[name] = fn;
@@ -316,6 +407,15 @@ export class TokenfnStack extends Stack {
         principals: keyUsers.publish,
         actions: ['kms:GetPublicKey'],
         resources: ['*'],
+      }),
+    );
+    this.totpKey.addToResourcePolicy(
+      new iam.PolicyStatement({
+        sid: 'OpenSecrets',
+        principals: keyUsers.decrypt,
+        actions: ['kms:Decrypt'],
+        resources: ['*'],
+        conditions: withContext,
       }),
     );
 
@@ -352,6 +452,10 @@ export class TokenfnStack extends Stack {
     new CfnOutput(this, 'RevokeFunctionArn', { value: functions.revoke.functionArn });
     new CfnOutput(this, 'TableName', { value: this.table.tableName });
     new CfnOutput(this, 'SigningKeyArn', { value: this.signingKey.keyArn });
+    new CfnOutput(this, 'TotpKeyId', {
+      description: 'The key that seals TOTP secrets (--totp-key-id or TOKENFN_TOTP_KEY_ID for the tokenfn admin commands)',
+      value: this.totpKey.keyArn,
+    });
     if (domain) {
       new CfnOutput(this, 'CustomDomainTarget', {
         description: `DNS target (CNAME or alias) for ${props.domainName}`,
@@ -359,6 +463,41 @@ export class TokenfnStack extends Stack {
       });
     }
   }
+}
+
+/**
+ * The look's settings, checked as Look::with_settings checks them (a value it
+ * refuses would stop the authorize function at init): no logo means no
+ * TOKENFN_LOGO_URL.
+ */
+function lookEnvironment(look: Look): Record<string, string> {
+  // C0 and C1 control characters (Rust's char::is_control).
+  const control = /[\u0000-\u001f\u007f-\u009f]/;
+  const name = (look.productName ?? LOOK_DEFAULTS.productName).trim();
+  if (name === '' || [...name].length > 60 || control.test(name)) {
+    throw new Error(`look.productName must be 1 to 60 printable characters, not ${JSON.stringify(look.productName)}`);
+  }
+  const accent = (look.accentColor ?? LOOK_DEFAULTS.accentColor).trim();
+  if (!/^#([0-9a-f]{3}|[0-9a-f]{6})$/i.test(accent)) {
+    throw new Error(`look.accentColor must be a colour such as #2747c8 (#rgb or #rrggbb), not ${JSON.stringify(look.accentColor)}`);
+  }
+  const environment: Record<string, string> = { TOKENFN_PRODUCT_NAME: name, TOKENFN_ACCENT_COLOR: accent };
+  const logo = look.logoUrl?.trim() ?? '';
+  if (logo !== '') {
+    const isPath = logo.startsWith('/') && !logo.startsWith('//');
+    let isHttps = false;
+    try {
+      const url = new URL(logo);
+      isHttps = url.protocol === 'https:' && url.hostname !== '';
+    } catch {
+      isHttps = false;
+    }
+    if (!(isPath || isHttps) || /[\s"'<>]/.test(logo) || control.test(logo)) {
+      throw new Error(`look.logoUrl must be an https URL or a path such as /logo.svg, not ${JSON.stringify(look.logoUrl)}`);
+    }
+    environment.TOKENFN_LOGO_URL = logo;
+  }
+  return environment;
 }
 
 function seconds(name: string, value: number): string {

@@ -10,11 +10,12 @@ import { describe, test } from 'node:test';
 
 import { App } from 'aws-cdk-lib';
 import { Match, Template } from 'aws-cdk-lib/assertions';
+import { CfnKey } from 'aws-cdk-lib/aws-kms';
 import { CfnFunction } from 'aws-cdk-lib/aws-lambda';
 
 import { buildStack } from '../lib/app';
 import { FUNCTION_NAMES, FunctionName, ROUTES, Route } from '../lib/routes';
-import { KEY_ADMIN_ACTIONS, TokenfnStack, WORKSPACE_ROOT } from '../lib/tokenfn-stack';
+import { ACCESS, KEY_ADMIN_ACTIONS, LOOK_DEFAULTS, TOTP_CONTEXT_KEY, TokenfnStack, WORKSPACE_ROOT } from '../lib/tokenfn-stack';
 
 const CDK_JSON = path.resolve(__dirname, '..', '..', 'cdk.json');
 const FEATURE_FLAGS: Record<string, unknown> = JSON.parse(readFileSync(CDK_JSON, 'utf8')).context ?? {};
@@ -49,6 +50,18 @@ function synth(context: Record<string, string> = {}): Synth {
 }
 
 const defaults = synth();
+
+/** Logical ids of the signing key and of the TOTP key. */
+function keyIds(s: Synth): { signing: string; totp: string } {
+  const id = (key: { node: { defaultChild?: unknown } }) => s.stack.getLogicalId(key.node.defaultChild as CfnKey);
+  const ids = { signing: id(s.stack.signingKey), totp: id(s.stack.totpKey) };
+  assert.deepEqual(ofType(s, 'AWS::KMS::Key').map(([k]) => k).sort(), [ids.signing, ids.totp].sort(), 'two keys');
+  return ids;
+}
+
+const ROOT = JSON.stringify({
+  'Fn::Join': ['', ['arn:', { Ref: 'AWS::Partition' }, ':iam::', { Ref: 'AWS::AccountId' }, ':root']],
+});
 
 function ofType(s: Synth, type: string): [string, Resource][] {
   return Object.entries(s.json.Resources).filter(([, r]) => r.Type === type);
@@ -168,10 +181,10 @@ describe('functions', () => {
     assert.throws(() => synth({ logRetentionDays: '2' }), /logRetentionDays/);
   });
 
-  test('environment: issuer from the API endpoint, table, keys only where they sign or publish', () => {
+  test('environment: issuer from the API endpoint, table, keys only where they sign, publish or open TOTP secrets', () => {
     const [apiId] = one(defaults, 'AWS::ApiGatewayV2::Api');
     const [tableId] = one(defaults, 'AWS::DynamoDB::Table');
-    const [keyId] = one(defaults, 'AWS::KMS::Key');
+    const { signing: keyId, totp: totpId } = keyIds(defaults);
     const common = {
       TOKENFN_ISSUER: { 'Fn::GetAtt': [apiId, 'ApiEndpoint'] },
       TOKENFN_TABLE: { Ref: tableId },
@@ -184,7 +197,14 @@ describe('functions', () => {
     };
     const keys = { TOKENFN_KMS_KEY_IDS: { 'Fn::GetAtt': [keyId, 'Arn'] } };
     const expected: Record<FunctionName, object> = {
-      authorize: common,
+      // Without TOKENFN_TOTP_KEY_ID two-step sign-in answers 503.
+      authorize: {
+        ...common,
+        TOKENFN_TOTP_KEY_ID: { 'Fn::GetAtt': [totpId, 'Arn'] },
+        TOKENFN_PRODUCT_NAME: 'tokenfn',
+        TOKENFN_ACCENT_COLOR: '#2747c8',
+        TOKENFN_PLAYGROUND: 'off',
+      },
       token: { ...common, ...keys },
       refresh: { ...common, ...keys },
       revoke: common,
@@ -206,6 +226,68 @@ describe('functions', () => {
     assert.equal(env.TOKENFN_LOG, 'debug');
     assert.throws(() => synth({ accessTokenTtl: '15m' }), /accessTokenTtl must be a whole number/);
     assert.throws(() => synth({ idTokenTtl: '1h' }), /idTokenTtl must be a whole number/);
+  });
+
+  /** The page settings that function `name` gets. */
+  const PAGE_SETTINGS = ['TOKENFN_PRODUCT_NAME', 'TOKENFN_LOGO_URL', 'TOKENFN_ACCENT_COLOR', 'TOKENFN_PLAYGROUND'];
+  const pageSettings = (s: Synth, name: FunctionName): Record<string, unknown> =>
+    Object.fromEntries(
+      Object.entries(s.json.Resources[s.fnId[name]].Properties.Environment.Variables).filter(([k]) => PAGE_SETTINGS.includes(k)),
+    );
+
+  test("the pages' look and the playground: the authorize function's alone, by default the code's defaults and off", () => {
+    // Look::default() in shared/src/config.rs.
+    const config = readFileSync(path.join(WORKSPACE_ROOT, 'shared', 'src', 'config.rs'), 'utf8');
+    assert.match(config, new RegExp(`product: "${LOOK_DEFAULTS.productName}"\\.into\\(\\)`), 'Look::default() product');
+    assert.match(config, new RegExp(`accent: "${LOOK_DEFAULTS.accentColor}"\\.into\\(\\)`), 'Look::default() accent');
+    for (const name of FUNCTION_NAMES) {
+      // No logo: TOKENFN_LOGO_URL unset. The playground registers a public
+      // client, so it is off unless asked for.
+      const expected = name === 'authorize' ? { TOKENFN_PRODUCT_NAME: 'tokenfn', TOKENFN_ACCENT_COLOR: '#2747c8', TOKENFN_PLAYGROUND: 'off' } : {};
+      assert.deepEqual(pageSettings(defaults, name), expected, name);
+    }
+  });
+
+  test("the pages' look and the playground from context", () => {
+    const s = synth({ productName: 'Acme ID', logoUrl: 'https://cdn.acme.example/logo.svg', accentColor: '#0A7F3F', playground: 'on' });
+    for (const name of FUNCTION_NAMES) {
+      const expected =
+        name === 'authorize'
+          ? {
+              TOKENFN_PRODUCT_NAME: 'Acme ID',
+              TOKENFN_LOGO_URL: 'https://cdn.acme.example/logo.svg',
+              TOKENFN_ACCENT_COLOR: '#0A7F3F',
+              TOKENFN_PLAYGROUND: 'on',
+            }
+          : {};
+      assert.deepEqual(pageSettings(s, name), expected, name);
+    }
+    const withPath = synth({ logoUrl: '/logo.svg', accentColor: '#abc', playground: 'off' });
+    assert.deepEqual(pageSettings(withPath, 'authorize'), {
+      TOKENFN_PRODUCT_NAME: 'tokenfn',
+      TOKENFN_LOGO_URL: '/logo.svg',
+      TOKENFN_ACCENT_COLOR: '#abc',
+      TOKENFN_PLAYGROUND: 'off',
+    });
+    assert.equal(pageSettings(synth({ playground: 'true' }), 'authorize').TOKENFN_PLAYGROUND, 'on');
+  });
+
+  test('a look or playground setting the code would refuse fails at synth', () => {
+    // Each would stop the authorize function at init (Look::with_settings).
+    for (const accentColor of ['red', 'red; background:url(x)', '#12345', '2747c8', '#ggg']) {
+      assert.throws(() => synth({ accentColor }), /accentColor must be a colour/, accentColor);
+    }
+    for (const logoUrl of ['http://plain.example/logo.png', '//elsewhere.example/logo.png', '/logo.svg" onerror="x', '/a b', 'logo.svg', 'javascript:alert(1)']) {
+      assert.throws(() => synth({ logoUrl }), /logoUrl must be an https URL or a path/, logoUrl);
+    }
+    for (const productName of ['  ', 'x'.repeat(61), 'bell\u0007']) {
+      assert.throws(() => synth({ productName }), /productName must be 1 to 60 printable characters/, JSON.stringify(productName));
+    }
+    assert.throws(() => synth({ playground: 'yes' }), /playground must be on or off/);
+    // The props themselves, without context.
+    const app = () => new App({ context: { ...FEATURE_FLAGS, 'aws:cdk:bundling-stacks': [] } });
+    assert.throws(() => new TokenfnStack(app(), 'Bad', { look: { accentColor: 'blue' } }), /accentColor/);
+    assert.doesNotThrow(() => new TokenfnStack(app(), 'Good', { look: { productName: 'x'.repeat(60) }, playground: true }));
   });
 
   test('a custom domain is the issuer, and the execute-api endpoint is off', () => {
@@ -275,14 +357,86 @@ describe('data and keys', () => {
     });
   });
 
+  /** The aliases of key `keyId`. */
+  const aliasesOf = (s: Synth, keyId: string) =>
+    ofType(s, 'AWS::KMS::Alias').filter(
+      ([, a]) => JSON.stringify(a.Properties.TargetKeyId) === JSON.stringify({ 'Fn::GetAtt': [keyId, 'Arn'] }),
+    );
+
   test('the signing key is a retained P-256 SIGN_VERIFY key with an alias', () => {
-    const [keyId, key] = one(defaults, 'AWS::KMS::Key');
+    const { signing: keyId } = keyIds(defaults);
+    const key = defaults.json.Resources[keyId];
     assert.equal(key.Properties.KeySpec, 'ECC_NIST_P256');
     assert.equal(key.Properties.KeyUsage, 'SIGN_VERIFY');
     assert.equal(key.DeletionPolicy, 'Retain');
-    const [, alias] = one(defaults, 'AWS::KMS::Alias');
-    assert.match(alias.Properties.AliasName, /^alias\//);
-    assert.deepEqual(alias.Properties.TargetKeyId, { 'Fn::GetAtt': [keyId, 'Arn'] });
+    const aliases = aliasesOf(defaults, keyId);
+    assert.equal(aliases.length, 1);
+    assert.match(aliases[0][1].Properties.AliasName, /^alias\//);
+  });
+
+  test('the TOTP key is a retained, rotated symmetric key with an alias', () => {
+    const { signing, totp } = keyIds(defaults);
+    const key = defaults.json.Resources[totp];
+    assert.equal(key.Properties.KeySpec, 'SYMMETRIC_DEFAULT');
+    assert.equal(key.Properties.KeyUsage, 'ENCRYPT_DECRYPT');
+    assert.equal(key.Properties.EnableKeyRotation, true);
+    // Deleting it would leave every enrolled secret unreadable.
+    assert.equal(key.DeletionPolicy, 'Retain');
+    assert.equal(key.UpdateReplacePolicy, 'Retain');
+    assert.equal(key.Properties.PendingWindowInDays, defaults.json.Resources[signing].Properties.PendingWindowInDays);
+    const aliases = aliasesOf(defaults, totp);
+    assert.equal(aliases.length, 1);
+    assert.match(aliases[0][1].Properties.AliasName, /^alias\/.+totp$/);
+  });
+
+  test('TOTP_CONTEXT_KEY is the encryption context key of shared/src/seal.rs', () => {
+    const seal = readFileSync(path.join(WORKSPACE_ROOT, 'shared', 'src', 'seal.rs'), 'utf8');
+    assert.match(seal, new RegExp(`const CONTEXT: &str = "${TOTP_CONTEXT_KEY}";`));
+  });
+
+  test('the TOTP key policy: the root administers and may encrypt, only authorize decrypts, both with the context', () => {
+    const { totp } = keyIds(defaults);
+    const roleOf: Record<string, FunctionName> = {};
+    for (const name of FUNCTION_NAMES) roleOf[defaults.json.Resources[defaults.fnId[name]].Properties.Role['Fn::GetAtt'][0]] = name;
+    const withContext = { Null: { [`kms:EncryptionContext:${TOTP_CONTEXT_KEY}`]: 'false' } };
+
+    const uses: Record<string, Set<string>> = {};
+    const admin: string[] = [];
+    for (const st of defaults.json.Resources[totp].Properties.KeyPolicy.Statement) {
+      const sid: string = st.Sid ?? JSON.stringify(st.Principal);
+      assert.equal(st.Effect, 'Allow', sid);
+      for (const forbidden of ['NotAction', 'NotPrincipal', 'NotResource']) {
+        assert.equal(st[forbidden], undefined, `${sid}: ${forbidden}`);
+      }
+      assert.equal(st.Resource, '*', sid);
+      const actions: string[] = [st.Action].flat();
+      for (const action of actions) assert.ok(!/[*?]/.test(action), `${sid}: wildcard action ${action}`);
+      assert.deepEqual(Object.keys(st.Principal), ['AWS'], sid);
+      const used = actions.filter((a) => !(KEY_ADMIN_ACTIONS as readonly string[]).includes(a));
+      if (used.length > 0) assert.deepEqual(st.Condition, withContext, `${sid}: ${used} without the encryption context`);
+      else assert.equal(st.Condition, undefined, sid);
+      for (const principal of [st.Principal.AWS].flat()) {
+        let who: string;
+        if (JSON.stringify(principal) === ROOT) {
+          who = 'root';
+          admin.push(...actions.filter((a) => !used.includes(a)));
+        } else {
+          who = roleOf[principal?.['Fn::GetAtt']?.[0]];
+          assert.ok(who, `${sid}: principal ${JSON.stringify(principal)} is neither the account root nor a function's role`);
+          assert.equal(used.length, actions.length, `${sid}: ${who} may administer the key`);
+        }
+        for (const a of used) (uses[a] ??= new Set()).add(who);
+      }
+    }
+    assert.deepEqual(admin.sort(), [...KEY_ADMIN_ACTIONS].sort());
+    // IAM policies may let operators seal (enrol); only the authorize role
+    // opens, so no IAM policy can let anyone read a secret.
+    const granted = Object.fromEntries(Object.entries(uses).map(([a, who]) => [a, [...who].sort()]));
+    assert.deepEqual(granted, { 'kms:Encrypt': ['root'], 'kms:Decrypt': ['authorize'] });
+    assert.deepEqual(
+      FUNCTION_NAMES.filter((n) => ACCESS[n].totpKey === 'decrypt'),
+      ['authorize'],
+    );
   });
 
   for (const [label, context] of [
@@ -291,12 +445,10 @@ describe('data and keys', () => {
   ] as const) {
     test(`the key policy: the root administers, only token and refresh sign (${label})`, () => {
       const s = synth(context);
-      const [, key] = one(s, 'AWS::KMS::Key');
+      const key = s.json.Resources[keyIds(s).signing];
       const roleOf: Record<string, FunctionName> = {};
       for (const name of FUNCTION_NAMES) roleOf[s.json.Resources[s.fnId[name]].Properties.Role['Fn::GetAtt'][0]] = name;
-      const root = JSON.stringify({
-        'Fn::Join': ['', ['arn:', { Ref: 'AWS::Partition' }, ':iam::', { Ref: 'AWS::AccountId' }, ':root']],
-      });
+      const root = ROOT;
 
       const rootActions = new Set<string>();
       const users: Record<string, Set<string>> = {};
@@ -360,7 +512,7 @@ function grants(s: Synth, name: FunctionName): string[] {
   ]);
 
   const [tableId] = one(s, 'AWS::DynamoDB::Table');
-  const [keyId] = one(s, 'AWS::KMS::Key');
+  const { signing: keyId, totp: totpId } = keyIds(s);
   const logGroupId = fn.LoggingConfig.LogGroup.Ref as string;
   const symbol = (resource: unknown): string => {
     const text = JSON.stringify(resource);
@@ -369,6 +521,7 @@ function grants(s: Synth, name: FunctionName): string[] {
       [JSON.stringify({ 'Fn::Join': ['', [{ 'Fn::GetAtt': [tableId, 'Arn'] }, '/index/by_user']] })]: 'table/index/by_user',
       [JSON.stringify({ 'Fn::Join': ['', [{ 'Fn::GetAtt': [tableId, 'Arn'] }, '/index/by_client']] })]: 'table/index/by_client',
       [JSON.stringify({ 'Fn::GetAtt': [keyId, 'Arn'] })]: 'key',
+      [JSON.stringify({ 'Fn::GetAtt': [totpId, 'Arn'] })]: 'totp-key',
       [JSON.stringify({ 'Fn::GetAtt': [logGroupId, 'Arn'] })]: 'own-log-group',
     };
     return known[text] ?? text;
@@ -406,8 +559,9 @@ describe('least privilege', () => {
   const expected: Record<FunctionName, string[]> = {
     authorize: [
       ...logs,
-      ...on('table', 'dynamodb:GetItem', 'dynamodb:PutItem', 'dynamodb:UpdateItem', 'dynamodb:DeleteItem'),
+      ...on('table', 'dynamodb:GetItem', 'dynamodb:BatchGetItem', 'dynamodb:PutItem', 'dynamodb:UpdateItem', 'dynamodb:DeleteItem'),
       ...indexes,
+      ...on('totp-key', 'kms:Decrypt'),
     ],
     token: [...logs, ...rotate, ...indexes, ...on('key', 'kms:Sign', 'kms:GetPublicKey')],
     refresh: [...logs, ...rotate, ...on('key', 'kms:Sign', 'kms:GetPublicKey')],
@@ -434,7 +588,7 @@ describe('least privilege', () => {
   test('additional published keys: GetPublicKey on all, Sign on the stack key only', () => {
     const old = 'arn:aws:kms:eu-west-1:111111111111:key/00000000-0000-0000-0000-000000000000';
     const s = synth({ additionalPublicKeyArns: old });
-    const [keyId] = one(s, 'AWS::KMS::Key');
+    const { signing: keyId } = keyIds(s);
     assert.deepEqual(s.json.Resources[s.fnId.discovery].Properties.Environment.Variables.TOKENFN_KMS_KEY_IDS, {
       'Fn::Join': ['', [{ 'Fn::GetAtt': [keyId, 'Arn'] }, `,${old}`]],
     });
@@ -462,7 +616,7 @@ describe('alarms and outputs', () => {
     for (const [, a] of ofType(s, 'AWS::CloudWatch::Alarm')) assert.deepEqual(a.Properties.AlarmActions, [topic]);
   });
 
-  test('issuer, discovery URL, function names and the revoke ARN', () => {
+  test('issuer, discovery URL, function names, the revoke ARN and the TOTP key', () => {
     const [apiId] = one(defaults, 'AWS::ApiGatewayV2::Api');
     const out = defaults.json.Outputs;
     assert.deepEqual(out.IssuerUrl.Value, { 'Fn::GetAtt': [apiId, 'ApiEndpoint'] });
@@ -477,5 +631,7 @@ describe('alarms and outputs', () => {
       'Fn::Join': ['', [{ 'Fn::GetAtt': [apiId, 'ApiEndpoint'] }, '/.well-known/jwks.json']],
     });
     assert.deepEqual(out.RevokeFunctionArn.Value, { 'Fn::GetAtt': [defaults.fnId.revoke, 'Arn'] });
+    // The operators' --totp-key-id for `tokenfn user mfa enroll`.
+    assert.deepEqual(out.TotpKeyId.Value, { 'Fn::GetAtt': [keyIds(defaults).totp, 'Arn'] });
   });
 });
