@@ -74,6 +74,9 @@ BIN="${CARGO_TARGET_DIR:-target}/debug"
 step "schemathesis: generated requests against tokenfn serve, checked against docs/openapi.yaml"
 scripts/schemathesis.sh "$BIN/tokenfn"
 
+step "the pages in a real browser (Playwright driving Debian's Chromium, axe-core)"
+scripts/browser.sh "$BIN/tokenfn"
+
 step "benchmark harness smoke run"
 # A few seconds of the load generator against a fresh `tokenfn serve` (the
 # debug build); the full benchmark is scripts/bench.sh and not part of this.

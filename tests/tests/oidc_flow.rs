@@ -753,6 +753,17 @@ async fn no_refresh_token_for_a_client_without_the_refresh_grant() {
         resp.refresh_token().is_none(),
         "a client without the refresh_token grant never gets a refresh token"
     );
+    // Nor is offline_access granted (RFC 6749 §3.3: the response says so).
+    let granted: Vec<String> = resp
+        .scopes()
+        .expect("the token response names the scopes granted")
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    assert!(
+        !granted.iter().any(|s| s == "offline_access"),
+        "{granted:?}"
+    );
     verify_id_token(&oidc, &resp, &req.nonce);
 }
 

@@ -2,6 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::scope::OFFLINE_ACCESS;
 use super::secret::{ct_eq, hash};
 use super::{OAuthError, Scopes};
 
@@ -124,6 +125,25 @@ impl Client {
                 missing.join(" ")
             )))
         }
+    }
+
+    /// The scopes a grant asked for `requested` gets: all of them, except
+    /// `offline_access` (a request for a refresh token) when this client may
+    /// not refresh. RFC 6749 §3.3 lets the server grant less than asked; the
+    /// token response then names what was granted, and consent never offers
+    /// what the client cannot have.
+    pub fn grantable(&self, requested: &Scopes) -> Result<Scopes, OAuthError> {
+        self.check_scopes(requested)?;
+        if self.allows(GrantType::RefreshToken) {
+            return Ok(requested.clone());
+        }
+        let granted = requested.without(OFFLINE_ACCESS);
+        if granted.is_empty() {
+            return Err(OAuthError::invalid_scope(
+                "offline_access asks for a refresh token, which this client may not have",
+            ));
+        }
+        Ok(granted)
     }
 
     /// Authenticates the caller as this client (RFC 6749 §2.3, §3.2.1).
@@ -269,5 +289,23 @@ mod tests {
             .check_scopes(&Scopes::parse("openid admin").unwrap())
             .unwrap_err();
         assert_eq!(err.code.as_str(), "invalid_scope");
+    }
+
+    #[test]
+    fn offline_access_is_granted_only_to_clients_that_may_refresh() {
+        let mut c = client(ClientKind::Public, None);
+        c.scopes = Scopes::parse("openid email offline_access").unwrap();
+        let asked = Scopes::parse("openid offline_access").unwrap();
+        assert_eq!(
+            c.grantable(&asked).unwrap(),
+            Scopes::parse("openid").unwrap()
+        );
+        let alone = Scopes::parse("offline_access").unwrap();
+        assert_eq!(
+            c.grantable(&alone).unwrap_err().code.as_str(),
+            "invalid_scope"
+        );
+        c.grant_types.push(GrantType::RefreshToken);
+        assert_eq!(c.grantable(&asked).unwrap(), asked);
     }
 }

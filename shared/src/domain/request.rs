@@ -126,7 +126,7 @@ impl AuthorizationRequest {
         if scopes.is_empty() {
             return Err(OAuthError::invalid_scope("scope is required"));
         }
-        client.check_scopes(&scopes)?;
+        let scopes = client.grantable(&scopes)?;
         let nonce = params.get("nonce")?.map(str::to_owned);
         let code_challenge = match params.get("code_challenge")? {
             Some(challenge) => {

@@ -138,6 +138,22 @@ pub fn escape(s: &str) -> String {
     out
 }
 
+/// A form's error message, announced when it appears, and named by the
+/// inputs it is about ([`invalid`]).
+fn alert(error: Option<&str>) -> String {
+    error.map_or_else(String::new, |e| {
+        format!(
+            "<p class=\"error\" id=\"form-error\" role=\"alert\">{}</p>",
+            escape(e)
+        )
+    })
+}
+
+/// The attributes of an input that [`alert`]'s message is about.
+fn invalid() -> &'static str {
+    " aria-invalid=\"true\" aria-describedby=\"form-error\""
+}
+
 fn hidden(interaction: &str, csrf: &str) -> String {
     format!(
         "<input type=\"hidden\" name=\"interaction\" value=\"{}\"><input type=\"hidden\" name=\"csrf\" value=\"{}\">",
@@ -154,23 +170,31 @@ pub fn render(page: &Page, skin: &Skin, request_id: &str) -> (u16, String) {
             interaction,
             csrf,
             client_name,
+            username,
             error,
         } => {
             let mut body = format!(
-                "<h1>Sign in</h1><p>to continue to <strong>{}</strong></p>",
-                escape(client_name)
+                "<h1>Sign in</h1><p>to continue to <strong>{}</strong></p>{}",
+                escape(client_name),
+                alert(error.as_deref())
             );
-            if let Some(e) = error {
-                let _ = write!(body, "<p class=\"error\" role=\"alert\">{}</p>", escape(e));
-            }
             let _ = write!(
                 body,
                 "<form method=\"post\" action=\"{}\">{}\
-<label for=\"username\">Username</label><input type=\"text\" id=\"username\" name=\"username\" autocomplete=\"username\" required autofocus>\
-<label for=\"password\">Password</label><input type=\"password\" id=\"password\" name=\"password\" autocomplete=\"current-password\" required>\
+<label for=\"username\">Username</label><input type=\"text\" id=\"username\" name=\"username\" value=\"{}\" autocomplete=\"username\" required{}>\
+<label for=\"password\">Password</label><input type=\"password\" id=\"password\" name=\"password\" autocomplete=\"current-password\" required{}{}>\
 <button class=\"primary\" type=\"submit\">Sign in</button></form>",
                 super::LOGIN,
-                hidden(interaction, csrf)
+                hidden(interaction, csrf),
+                escape(username),
+                // Back after a failure: the password is what to type again.
+                if error.is_some() {
+                    invalid()
+                } else {
+                    " autofocus"
+                },
+                if error.is_some() { invalid() } else { "" },
+                if error.is_some() { " autofocus" } else { "" },
             );
             (200, skin.layout("Sign in", &body, false))
         }
@@ -207,16 +231,15 @@ pub fn render(page: &Page, skin: &Skin, request_id: &str) -> (u16, String) {
                 "<h1>Two-step verification</h1><p>Enter the 6-digit code from your authenticator app to continue to <strong>{}</strong>.</p>",
                 escape(client_name)
             );
-            if let Some(e) = error {
-                let _ = write!(body, "<p class=\"error\" role=\"alert\">{}</p>", escape(e));
-            }
+            body.push_str(&alert(error.as_deref()));
             let _ = write!(
                 body,
                 "<form method=\"post\" action=\"{}\">{}\
-<label for=\"otp\">Code</label><input type=\"text\" id=\"otp\" name=\"otp\" inputmode=\"numeric\" autocomplete=\"one-time-code\" pattern=\"[0-9 ]*\" maxlength=\"8\" required autofocus>\
+<label for=\"otp\">Code</label><input type=\"text\" id=\"otp\" name=\"otp\" inputmode=\"numeric\" autocomplete=\"one-time-code\" pattern=\"[0-9 ]*\" maxlength=\"8\" required autofocus{}>\
 <button class=\"primary\" type=\"submit\">Verify</button></form>",
                 super::LOGIN,
-                hidden(interaction, csrf)
+                hidden(interaction, csrf),
+                if error.is_some() { invalid() } else { "" },
             );
             (200, skin.layout("Two-step verification", &body, false))
         }
@@ -229,17 +252,16 @@ pub fn render(page: &Page, skin: &Skin, request_id: &str) -> (u16, String) {
             let mut body = String::from(
                 "<h1>Connect a device</h1><p>Enter the code shown on your device.</p>",
             );
-            if let Some(e) = error {
-                let _ = write!(body, "<p class=\"error\" role=\"alert\">{}</p>", escape(e));
-            }
+            body.push_str(&alert(error.as_deref()));
             let _ = write!(
                 body,
                 "<form method=\"post\" action=\"{}\">{}\
-<label for=\"user_code\">Code</label><input type=\"text\" id=\"user_code\" name=\"user_code\" value=\"{}\" autocomplete=\"off\" autocapitalize=\"characters\" spellcheck=\"false\" maxlength=\"16\" placeholder=\"XXXX-XXXX\" required autofocus>\
+<label for=\"user_code\">Code</label><input type=\"text\" id=\"user_code\" name=\"user_code\" value=\"{}\" autocomplete=\"off\" autocapitalize=\"characters\" spellcheck=\"false\" maxlength=\"16\" placeholder=\"XXXX-XXXX\" required autofocus{}>\
 <button class=\"primary\" type=\"submit\">Continue</button></form>",
                 super::DEVICE,
                 hidden(interaction, csrf),
-                escape(user_code)
+                escape(user_code),
+                if error.is_some() { invalid() } else { "" },
             );
             (200, skin.layout("Connect a device", &body, false))
         }
@@ -386,6 +408,18 @@ mod tests {
         });
         assert!(html.contains("name=\"otp\""));
         assert!(!html.contains("<i>App"));
+        assert!(html.contains("aria-invalid=\"true\" aria-describedby=\"form-error\""));
+        let (_, html) = render_default(&Page::Login {
+            interaction: "i".into(),
+            csrf: "c".into(),
+            client_name: "App".into(),
+            username: "al\"ice".into(),
+            error: Some("wrong".into()),
+        });
+        // What was typed comes back (escaped); the password field has focus.
+        assert!(html.contains("value=\"al&quot;ice\""), "{html}");
+        assert!(html.contains("id=\"form-error\" role=\"alert\">wrong</p>"));
+        assert!(html.contains("current-password\" required aria-invalid=\"true\" aria-describedby=\"form-error\" autofocus>"));
     }
 
     use super::*;

@@ -53,7 +53,7 @@
     return { header: part(h), claims: part(c) };
   }
 
-  function showJwt(box, jwt) {
+  function showJwt(box, jwt, name, dead) {
     box.replaceChildren();
     if (!jwt) {
       box.append(el("p", "None in the last answer."));
@@ -61,10 +61,14 @@
     }
     const { header, claims } = decode(jwt);
     const expires = el("p");
-    expires.append("Expires in ", el("span", "", "expires-in"), " seconds.");
-    expires.dataset.exp = String(claims.exp);
-    box.append(expires, el("h3", "Header"), el("pre", JSON.stringify(header, null, 2), "header"),
-      el("h3", "Claims"), el("pre", JSON.stringify(claims, null, 2), "claims"));
+    if (dead) {
+      expires.textContent = "No longer works: its grant was revoked.";
+    } else {
+      expires.append("Expires in ", el("span", "", "expires-in"), " seconds.");
+      expires.dataset.exp = String(claims.exp);
+    }
+    box.append(expires, el("h3", `${name} header`), el("pre", JSON.stringify(header, null, 2), "header"),
+      el("h3", `${name} claims`), el("pre", JSON.stringify(claims, null, 2), "claims"));
   }
 
   function tick() {
@@ -78,8 +82,8 @@
     const t = load();
     $("tokens").hidden = !t;
     if (!t) return;
-    showJwt($("access-token"), t.access);
-    showJwt($("id-token"), t.id);
+    showJwt($("access-token"), t.access, "Access token", t.dead);
+    showJwt($("id-token"), t.id, "ID token", false);
     const chain = $("refresh-chain");
     chain.replaceChildren();
     t.chain.forEach((rt, i) => {
@@ -194,6 +198,11 @@
     });
     if (r.status !== 200) {
       log("exchange", r.status, problem(r.body));
+      return;
+    }
+    // OIDC Core §3.1.3.7: the ID token must carry this sign-in's nonce.
+    if (!r.body.id_token || decode(r.body.id_token).claims.nonce !== pkce.nonce) {
+      log("exchange", r.status, "the ID token does not carry this sign-in's nonce: tokens not used");
       return;
     }
     keep(r.body, { chain: [] });

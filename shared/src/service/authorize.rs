@@ -42,6 +42,8 @@ pub enum Page {
         interaction: String,
         csrf: String,
         client_name: String,
+        /// What the user typed, shown again after a failed attempt.
+        username: String,
         error: Option<String>,
     },
     Consent {
@@ -502,8 +504,14 @@ impl Services {
         };
         let again = |error: String| {
             let mut page = login_page(&interaction, csrf.clone(), client.as_ref());
-            if let Page::Login { error: e, .. } = &mut page {
+            if let Page::Login {
+                error: e,
+                username: typed,
+                ..
+            } = &mut page
+            {
                 *e = Some(error);
+                username.clone_into(typed);
             }
             page
         };
@@ -882,6 +890,7 @@ pub(super) fn login_page(interaction: &Interaction, csrf: String, client: Option
         interaction: interaction.id.clone(),
         csrf,
         client_name: display_name(client),
+        username: String::new(),
         error: None,
     }
 }

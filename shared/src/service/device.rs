@@ -69,10 +69,9 @@ impl Services {
             ));
         }
         let scopes = match scope {
-            Some(s) if !s.is_empty() => s.clone(),
+            Some(s) if !s.is_empty() => client.grantable(s)?,
             _ => return Err(OAuthError::invalid_scope("scope is required")),
         };
-        client.check_scopes(&scopes)?;
 
         let device_code = secret::new_secret().map_err(no_randomness)?;
         let mut attempt = 0;

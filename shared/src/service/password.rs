@@ -49,10 +49,7 @@ impl Services {
             ));
         }
         let scopes = match scope {
-            Some(s) if !s.is_empty() => {
-                client.check_scopes(s)?;
-                s.clone()
-            }
+            Some(s) if !s.is_empty() => client.grantable(s)?,
             _ => client.scopes.without(OFFLINE_ACCESS),
         };
         let checked = checked.map_err(unavailable)?;
