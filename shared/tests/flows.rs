@@ -465,6 +465,10 @@ async fn forms_refuse_forged_posts_and_wrong_passwords_say_one_thing() {
     );
     let b = body(&env.authorize.handle(post("/login", &wrong, &cookie)).await);
     assert!(a.contains("The username or password is incorrect."));
+    // Byte for byte the same page, but for the username typed, shown again.
+    let a = a.replace("value=\"mallory\"", "value=\"TYPED\"");
+    let b = b.replace("value=\"alice\"", "value=\"TYPED\"");
+    assert!(a.contains("value=\"TYPED\""));
     assert_eq!(a, b);
     // The interaction expires with its page.
     env.advance(601);
