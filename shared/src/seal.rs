@@ -285,15 +285,7 @@ mod tests {
             sealed,
             sealed_box.seal("user-1", "JBSWY3DPEHPK3PXP").await.unwrap()
         );
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::PermissionsExt as _;
-            let mode = fs::metadata(dir.path().join(KEY_FILE))
-                .unwrap()
-                .permissions()
-                .mode();
-            assert_eq!(mode & 0o777, 0o600);
-        }
+        crate::sign::local::tests::assert_private(&dir.path().join(KEY_FILE));
         assert!(NoBox::default().seal("user-1", "x").await.is_err());
         // The lazy box makes its key file only when it first seals.
         let lazy_dir = tempfile::tempdir().unwrap();

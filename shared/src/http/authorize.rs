@@ -3,6 +3,7 @@
 //! and the playground.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use http::Method;
 
@@ -56,12 +57,19 @@ pub const ROUTES: &[Route] = &[
 pub struct AuthorizeRouter {
     services: Arc<Services>,
     skin: Skin,
+    /// Whether this process has seen the playground's client registered
+    /// at this issuer (one store read per container, not per view).
+    playground_ready: AtomicBool,
 }
 
 impl AuthorizeRouter {
     pub fn new(services: Arc<Services>) -> Self {
         let skin = Skin::new(&services.config.look);
-        Self { services, skin }
+        Self {
+            services,
+            skin,
+            playground_ready: AtomicBool::new(false),
+        }
     }
 
     pub async fn handle(&self, req: Request) -> Response {
@@ -123,14 +131,17 @@ impl AuthorizeRouter {
     /// The playground page, its client registered (or its redirect URI
     /// moved to this issuer) on the way.
     async fn playground(&self, id: &str) -> Response {
-        if let Err(e) = self.services.ensure_playground_client().await {
-            tracing::warn!(request_id = id, error = %e, "playground client unavailable");
-            return self.page(
-                503,
-                "The playground is unavailable; try again later.",
-                id,
-                &[],
-            );
+        if !self.playground_ready.load(Ordering::Relaxed) {
+            if let Err(e) = self.services.ensure_playground_client().await {
+                tracing::warn!(request_id = id, error = %e, "playground client unavailable");
+                return self.page(
+                    503,
+                    "The playground is unavailable; try again later.",
+                    id,
+                    &[],
+                );
+            }
+            self.playground_ready.store(true, Ordering::Relaxed);
         }
         let html = pages::playground(&self.skin, &self.services.config.issuer, PLAYGROUND_CLIENT);
         wire::html(200, html, &self.skin.playground_csp(), &[])

@@ -113,24 +113,26 @@ impl Signer for LocalSigner {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use aws_lc_rs::signature::{ECDSA_P256_SHA256_FIXED, UnparsedPublicKey};
+
+    /// `path` is readable and writable by its owner alone (mode 0600).
+    pub(crate) fn assert_private(path: &std::path::Path) {
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt as _;
+            let mode = fs::metadata(path).unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, 0o600, "{}", path.display());
+        }
+    }
 
     #[tokio::test]
     async fn creates_once_with_mode_0600_and_signs_verifiably() {
         let dir = tempfile::tempdir().unwrap();
         let (signer, created) = LocalSigner::load_or_create(dir.path()).unwrap();
         assert!(created);
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::PermissionsExt as _;
-            let mode = fs::metadata(dir.path().join(KEY_FILE))
-                .unwrap()
-                .permissions()
-                .mode();
-            assert_eq!(mode & 0o777, 0o600);
-        }
+        assert_private(&dir.path().join(KEY_FILE));
         let (again, created) = LocalSigner::load_or_create(dir.path()).unwrap();
         assert!(!created);
         assert_eq!(signer.kid(), again.kid());
