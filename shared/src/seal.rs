@@ -22,6 +22,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 
 use crate::ports::StoreError;
+use crate::sign::kms::error_chain;
 use crate::sign::local::KeyFileError;
 
 pub const KEY_FILE: &str = "totp.key";
@@ -189,7 +190,7 @@ impl SecretBox for KmsBox {
             .encryption_context(CONTEXT, owner)
             .send()
             .await
-            .map_err(|e| StoreError::Unavailable(format!("KMS Encrypt: {e}")))?;
+            .map_err(|e| StoreError::Unavailable(format!("KMS Encrypt: {}", error_chain(&e))))?;
         let blob = out
             .ciphertext_blob()
             .ok_or_else(|| StoreError::Unavailable("KMS Encrypt returned no ciphertext".into()))?;
@@ -214,7 +215,7 @@ impl SecretBox for KmsBox {
             .encryption_context(CONTEXT, owner)
             .send()
             .await
-            .map_err(|e| StoreError::Unavailable(format!("KMS Decrypt: {e}")))?;
+            .map_err(|e| StoreError::Unavailable(format!("KMS Decrypt: {}", error_chain(&e))))?;
         let plain = out
             .plaintext()
             .ok_or_else(|| StoreError::Unavailable("KMS Decrypt returned nothing".into()))?;

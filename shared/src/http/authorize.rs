@@ -144,7 +144,7 @@ impl AuthorizeRouter {
             self.playground_ready.store(true, Ordering::Relaxed);
         }
         let html = pages::playground(&self.skin, &self.services.config.issuer, PLAYGROUND_CLIENT);
-        wire::html(200, html, &self.skin.playground_csp(), &[])
+        wire::html(200, html, self.skin.playground_csp(), &[])
     }
 
     /// An error page with the request's id.

@@ -5,7 +5,6 @@
 //! deployment's logo, when its URL is on another host).
 
 use std::fmt::Write as _;
-use std::sync::LazyLock;
 
 use crate::config::Look;
 use crate::domain::secret::sha256;
@@ -40,9 +39,6 @@ pub const SECURITY_HEADERS: &[(&str, &str)] = &[
 /// The playground's script, allowed on its page by its hash.
 pub const PLAYGROUND_SCRIPT: &str = include_str!("playground.js");
 
-static PLAYGROUND_HASH: LazyLock<String> =
-    LazyLock::new(|| base64_std(&sha256(PLAYGROUND_SCRIPT.as_bytes())));
-
 /// CSP hash sources are standard base64, not base64url.
 fn base64_std(bytes: &[u8]) -> String {
     use base64::Engine as _;
@@ -56,6 +52,7 @@ fn base64_std(bytes: &[u8]) -> String {
 pub struct Skin {
     style: String,
     csp: String,
+    playground_csp: String,
     product: String,
     logo: Option<String>,
 }
@@ -73,9 +70,15 @@ impl Skin {
             "default-src 'none'; style-src 'sha256-{}'; img-src 'self'{logo_host}; frame-ancestors 'none'; base-uri 'none'",
             base64_std(&sha256(style.as_bytes()))
         );
+        // The playground's: the same, plus its script and calls to this server.
+        let playground_csp = format!(
+            "{csp}; script-src 'sha256-{}'; connect-src 'self'",
+            base64_std(&sha256(PLAYGROUND_SCRIPT.as_bytes()))
+        );
         Self {
             style,
             csp,
+            playground_csp,
             product: look.product.clone(),
             logo: look.logo_url.clone(),
         }
@@ -86,12 +89,9 @@ impl Skin {
         &self.csp
     }
 
-    /// The playground's: the same, plus its script and calls to this server.
-    pub fn playground_csp(&self) -> String {
-        format!(
-            "{}; script-src 'sha256-{}'; connect-src 'self'",
-            self.csp, *PLAYGROUND_HASH
-        )
+    /// The playground page's.
+    pub fn playground_csp(&self) -> &str {
+        &self.playground_csp
     }
 
     /// A whole page around `body`: the product's name and logo above it.

@@ -257,7 +257,7 @@ fn put_scalar(int: &[u8], out: &mut [u8]) -> Option<()> {
 /// without its trailing `Debug` dump (the raw HTTP response), and without a
 /// source that repeats what is shown already (the SDK's modeled errors have
 /// their own message as their source).
-fn error_chain(err: &dyn std::error::Error) -> String {
+pub(crate) fn error_chain(err: &dyn std::error::Error) -> String {
     let mut out = err.to_string();
     let mut source = err.source();
     while let Some(e) = source {
