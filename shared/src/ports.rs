@@ -10,7 +10,7 @@ use crate::domain::{
 
 /// A dependency failed (the store or the signer). Maps to 503
 /// `temporarily_unavailable`, never to a token being lost.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
     #[error("store unavailable: {0}")]
     Unavailable(String),

@@ -19,6 +19,7 @@ use rusqlite::types::Type;
 use rusqlite::{Connection, OptionalExtension, Row, Transaction, TransactionBehavior, params};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
+use tokio::sync::oneshot;
 
 use crate::domain::{
     AuthCode, AuthorizationRequest, Client, Consent, DeviceCode, DeviceDecision, Flow, Grant,
@@ -40,13 +41,19 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 const GC_EVERY: u64 = 64;
 
 /// How often a thread of the store's own copies the log's pages into the
-/// database file (a passive checkpoint, which never waits for anyone).
-const CHECKPOINT_EVERY: Duration = Duration::from_millis(500);
+/// database file (a passive checkpoint, which never waits for anyone). At
+/// saturation the log grows by about 20,000 pages a second (a rotation
+/// dirties about three: a leaf of the hash index, the grant's index, the
+/// table's last page); copying every tenth of a second keeps each checkpoint
+/// short and the log's pages in the page cache (at half a second the
+/// refresh benchmark did about 10% fewer requests a second).
+const CHECKPOINT_EVERY: Duration = Duration::from_millis(100);
 
-/// Log pages after which a commit checkpoints by itself, should that thread
-/// fall behind (SQLite's default is 1000). Between the two, no request
-/// waits for a checkpoint's writes and its fsync, and a page written many
-/// times in half a second is copied once.
+/// Log pages after which a commit checkpoints by itself (SQLite's default
+/// is 1000). Under writes that never pause, this is what restarts the log:
+/// SQLite rewinds it only after a checkpoint that no commit interrupted, and
+/// that checkpoint's fsyncs are waited for by the request that runs it.
+/// Larger values made the refresh benchmark's tail no shorter (BENCHMARKS.md).
 const AUTOCHECKPOINT_PAGES: i64 = 10_000;
 
 const SCHEMA: &str = "
@@ -194,6 +201,17 @@ struct Inner {
     conn: Mutex<Connection>,
     /// Counts redemptions and rotations, to run the housekeeping now and then.
     writes: AtomicU64,
+    /// Rotations waiting to be committed together (see `commit_rotations`).
+    rotations: Mutex<Vec<Rotation>>,
+}
+
+/// One refresh-token rotation waiting for its group's commit.
+struct Rotation {
+    old_hash: String,
+    successor: RefreshToken,
+    leeway: i64,
+    now: i64,
+    reply: oneshot::Sender<Result<Rotated, StoreError>>,
 }
 
 impl std::fmt::Debug for SqliteStore {
@@ -299,6 +317,7 @@ impl SqliteStore {
             inner: Arc::new(Inner {
                 conn: Mutex::new(conn),
                 writes: AtomicU64::new(0),
+                rotations: Mutex::new(Vec::new()),
             }),
         })
     }
@@ -356,6 +375,14 @@ impl SqliteStore {
     where
         F: FnOnce(&mut Connection) -> Result<T, Failure>,
     {
+        self.run_now(what, op)
+    }
+
+    /// [`Self::run`], for callers that are not async.
+    fn run_now<T, F>(&self, what: &'static str, op: F) -> Result<T, StoreError>
+    where
+        F: FnOnce(&mut Connection) -> Result<T, Failure>,
+    {
         let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| {
             // A panic while the lock was held happened inside a statement or
             // a transaction, which SQLite rolled back (Transaction rolls back
@@ -373,6 +400,62 @@ impl SqliteStore {
             Err(_) => Err(StoreError::Unavailable(format!(
                 "sqlite {what}: operation panicked"
             ))),
+        }
+    }
+
+    /// Commits every waiting rotation in one IMMEDIATE transaction, each in
+    /// a savepoint of its own: a rotation that fails is rolled back alone,
+    /// and each is answered only once the group has committed. A commit
+    /// (the write lock, the log's frames, the shared-memory locks) costs
+    /// more than a rotation's statements, and rotations of one instant share
+    /// pages (the tables' last pages, the grant), so a group writes far less
+    /// than its rotations would one by one. Under load the group is every
+    /// rotation that arrived while the previous one was being written; alone,
+    /// a rotation is a group of one. Outcomes are those of running the
+    /// group's rotations one after another, in the order they arrived.
+    fn commit_rotations(&self) {
+        let jobs = std::mem::take(
+            &mut *self
+                .inner
+                .rotations
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner),
+        );
+        let Some(now) = jobs.iter().map(|j| j.now).max() else {
+            return;
+        };
+        let gc = jobs.iter().fold(false, |due, _| self.gc_due() || due);
+        let outcomes = self.run_now("rotate_refresh", |conn| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let outcomes: Vec<_> = jobs
+                .iter()
+                .map(|j| {
+                    in_savepoint(&tx, |c| {
+                        rotate_in(c, &j.old_hash, &j.successor, j.leeway, j.now)
+                    })
+                })
+                .collect::<Result<_, Failure>>()?;
+            if outcomes.iter().any(|o| matches!(o, Ok(Rotated::Rotated))) {
+                tx.commit()?;
+            } else {
+                tx.rollback()?;
+            }
+            after_write(conn, gc, now);
+            Ok(outcomes)
+        });
+        match outcomes {
+            Ok(outcomes) => {
+                for (job, outcome) in jobs.into_iter().zip(outcomes) {
+                    let outcome = outcome.map_err(|f| f.into_store_error("rotate_refresh"));
+                    // A receiver that is gone belonged to a dropped request.
+                    let _ = job.reply.send(outcome);
+                }
+            }
+            Err(e) => {
+                for job in jobs {
+                    let _ = job.reply.send(Err(e.clone()));
+                }
+            }
         }
     }
 
@@ -461,6 +544,24 @@ fn atomically<T>(
     } else {
         tx.rollback()?;
     }
+    Ok(outcome)
+}
+
+/// Runs `op` in a savepoint of the open transaction on `conn`: its writes
+/// stay when it succeeds and are undone when it fails. The inner result is
+/// the operation's; the outer one fails when the savepoint itself does,
+/// which leaves the transaction in doubt.
+fn in_savepoint<T>(
+    conn: &Connection,
+    op: impl FnOnce(&Connection) -> Result<T, Failure>,
+) -> Result<Result<T, Failure>, Failure> {
+    conn.prepare_cached("SAVEPOINT one_of_group")?.execute([])?;
+    let outcome = op(conn);
+    if outcome.is_err() {
+        conn.prepare_cached("ROLLBACK TO one_of_group")?
+            .execute([])?;
+    }
+    conn.prepare_cached("RELEASE one_of_group")?.execute([])?;
     Ok(outcome)
 }
 
@@ -960,17 +1061,38 @@ impl Store for SqliteStore {
         leeway: i64,
         now: i64,
     ) -> Result<Rotated, StoreError> {
-        let gc = self.gc_due();
-        self.run("rotate_refresh", move |conn| {
-            let outcome = atomically(
-                conn,
-                |tx| rotate_in(tx, old_hash, successor, leeway, now),
-                |o| *o == Rotated::Rotated,
-            )?;
-            after_write(conn, gc, now);
-            Ok(outcome)
+        let (reply, answer) = oneshot::channel();
+        let job = Rotation {
+            old_hash: old_hash.to_owned(),
+            successor: successor.clone(),
+            leeway,
+            now,
+            reply,
+        };
+        let first = {
+            let mut queue = self
+                .inner
+                .rotations
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            queue.push(job);
+            queue.len() == 1
+        };
+        if first {
+            // A task of its own, so that the group is committed even if the
+            // request that opened it is dropped (its client hung up).
+            let store = self.clone();
+            tokio::spawn(async move {
+                // Let the requests that are ready to run join the group.
+                tokio::task::yield_now().await;
+                store.commit_rotations();
+            });
+        }
+        answer.await.unwrap_or_else(|_| {
+            Err(StoreError::Unavailable(
+                "sqlite rotate_refresh: the group commit was dropped".into(),
+            ))
         })
-        .await
     }
 
     async fn undo_redemption(
@@ -1321,7 +1443,7 @@ fn redeem_in(
 /// The body of `rotate_refresh`, inside its immediate transaction. Only the
 /// `Rotated` outcome writes.
 fn rotate_in(
-    tx: &Transaction<'_>,
+    tx: &Connection,
     old_hash: &str,
     successor: &RefreshToken,
     leeway: i64,
@@ -1520,7 +1642,7 @@ fn successor_of(tx: &Transaction<'_>, hash: &str) -> Result<Option<String>, Fail
 }
 
 /// Whether the token `hash` exists, is unconsumed and within its idle lifetime.
-fn is_rotatable(tx: &Transaction<'_>, hash: &str, now: i64) -> Result<bool, Failure> {
+fn is_rotatable(tx: &Connection, hash: &str, now: i64) -> Result<bool, Failure> {
     Ok(tx
         .prepare_cached(
             "SELECT 1 FROM refresh_tokens
@@ -1558,7 +1680,7 @@ fn insert_grant(tx: &Transaction<'_>, g: &Grant) -> Result<(), Failure> {
     }
 }
 
-fn insert_refresh(tx: &Transaction<'_>, t: &RefreshToken) -> Result<(), Failure> {
+fn insert_refresh(tx: &Connection, t: &RefreshToken) -> Result<(), Failure> {
     let inserted = tx
         .prepare_cached(&format!(
             "INSERT INTO refresh_tokens ({REFRESH_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)"
@@ -1877,6 +1999,92 @@ mod tests {
             )
             .unwrap();
         assert_eq!(successors, 2, "the first token and one successor");
+    }
+
+    #[tokio::test]
+    async fn a_group_answers_each_rotation_with_its_own_outcome() {
+        let store = SqliteStore::open_in_memory().unwrap();
+        let (g1, g2) = (grant("g1"), grant("g2"));
+        let t1 = issue(&store, &g1, "r1").await;
+        let t2 = issue(&store, &g2, "r2").await;
+        let s1 = RefreshToken::issue(hash("s1"), &g1, 3_600, T + 1);
+        let unknown = RefreshToken::issue(hash("s0"), &g1, 3_600, T + 1);
+        // Its successor's hash is taken (by t1), so its insert fails after
+        // its UPDATE has consumed t2: that UPDATE must be undone alone.
+        let clash = RefreshToken::issue(t1.hash.clone(), &g2, 3_600, T + 1);
+
+        // Polled by one task, the three join one group before it commits.
+        let never_issued = hash("never issued");
+        let (one, two, three) = tokio::join!(
+            store.rotate_refresh(&t1.hash, &s1, 0, T + 1),
+            store.rotate_refresh(&never_issued, &unknown, 0, T + 1),
+            store.rotate_refresh(&t2.hash, &clash, 0, T + 1),
+        );
+        assert_eq!(one.unwrap(), Rotated::Rotated);
+        assert_eq!(two.unwrap(), Rotated::Invalid);
+        assert!(matches!(three, Err(StoreError::Conflict(_))), "{three:?}");
+
+        let find = async |h: &str| store.find_refresh(h, T + 1).await.unwrap();
+        assert!(find(&t1.hash).await.unwrap().token.consumed_at.is_some());
+        assert!(find(&s1.hash).await.is_some());
+        let t2_now = find(&t2.hash).await.unwrap();
+        assert_eq!(
+            t2_now.token.consumed_at, None,
+            "the failed rotation left t2 as it was"
+        );
+        assert_eq!(t2_now.token.successor_hash, None);
+        // And t2 still rotates.
+        let s2 = RefreshToken::issue(hash("s2"), &g2, 3_600, T + 2);
+        assert_eq!(
+            store.rotate_refresh(&t2.hash, &s2, 0, T + 2).await.unwrap(),
+            Rotated::Rotated
+        );
+    }
+
+    #[tokio::test]
+    async fn a_rotation_whose_caller_went_away_is_still_committed() {
+        let store = SqliteStore::open_in_memory().unwrap();
+        let g = grant("g1");
+        let first = issue(&store, &g, "r0").await;
+        let next = RefreshToken::issue(hash("next"), &g, 3_600, T + 1);
+
+        // Polled once (queued), then dropped, as hyper drops the request of
+        // a client that hung up.
+        let mut rotation = store.rotate_refresh(&first.hash, &next, 0, T + 1);
+        std::future::poll_fn(|cx| {
+            let polled = rotation.as_mut().poll(cx);
+            assert!(polled.is_pending(), "the rotation waits for its group");
+            std::task::Poll::Ready(())
+        })
+        .await;
+        drop(rotation);
+
+        // A later rotation is answered only after the earlier group's commit.
+        let other = issue(&store, &grant("g2"), "o0").await;
+        let other_next = RefreshToken::issue(hash("o1"), &grant("g2"), 3_600, T + 1);
+        assert_eq!(
+            store
+                .rotate_refresh(&other.hash, &other_next, 0, T + 1)
+                .await
+                .unwrap(),
+            Rotated::Rotated
+        );
+        let view = store
+            .find_refresh(&first.hash, T + 1)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            view.token.successor_hash.as_deref(),
+            Some(next.hash.as_str())
+        );
+        assert!(
+            store
+                .find_refresh(&next.hash, T + 1)
+                .await
+                .unwrap()
+                .is_some()
+        );
     }
 
     #[tokio::test]
