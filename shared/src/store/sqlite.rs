@@ -55,7 +55,7 @@ const CHECKPOINT_EVERY: Duration = Duration::from_millis(30);
 /// is 1000). Under writes that never pause, this is what restarts the log:
 /// SQLite rewinds it only after a checkpoint that no commit interrupted, and
 /// that checkpoint's fsyncs are waited for by the request that runs it.
-/// Larger values made the refresh benchmark's tail no shorter (BENCHMARKS.md).
+/// At 40,000 and 100,000 pages the refresh benchmark's tail was no shorter.
 const AUTOCHECKPOINT_PAGES: i64 = 10_000;
 
 const SCHEMA: &str = "
