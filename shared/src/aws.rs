@@ -79,8 +79,8 @@ impl HttpClient for OnFirstCall {
         self.0.http_connector(settings, components)
     }
 
-    // validate_base_client_config is the trait's default (nothing): the
-    // inner client's builds a throwaway connector there, to load TLS early.
+    // validate_base_client_config is left to the trait's default, which does
+    // nothing: the inner client's builds a throwaway connector, TLS and all.
 
     fn connector_metadata(
         &self,

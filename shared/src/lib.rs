@@ -11,6 +11,7 @@ pub mod domain;
 pub mod http;
 #[cfg(feature = "lambda")]
 pub mod lambda;
+pub mod paths;
 pub mod ports;
 pub mod process;
 pub mod seal;

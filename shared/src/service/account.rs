@@ -141,7 +141,7 @@ impl Services {
         if let Err(e) = self.store.delete_interaction(&interaction.id).await {
             return BrowserReply::unavailable(e);
         }
-        BrowserReply::redirect(self.config.endpoint(crate::http::ACCOUNT_APPS))
+        BrowserReply::redirect(self.config.endpoint(crate::paths::ACCOUNT_APPS))
     }
 }
 

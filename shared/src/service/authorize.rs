@@ -710,7 +710,7 @@ impl Services {
 
         let mut reply = match (&interaction.flow.purpose, client) {
             (Purpose::Account, _) => match self.store.delete_interaction(&interaction.id).await {
-                Ok(()) => BrowserReply::redirect(self.config.endpoint(crate::http::ACCOUNT_APPS)),
+                Ok(()) => BrowserReply::redirect(self.config.endpoint(crate::paths::ACCOUNT_APPS)),
                 Err(e) => BrowserReply::unavailable(e),
             },
             (_, None) => BrowserReply::error(400, "The app is no longer registered."),

@@ -100,7 +100,7 @@ impl Services {
         };
         tracing::info!(client = %client.id, device = log_prefix(&hash(&device_code)), "device authorization started");
         let shown = display_user_code(&user_code);
-        let verification_uri = self.config.endpoint(crate::http::DEVICE);
+        let verification_uri = self.config.endpoint(crate::paths::DEVICE);
         let verification_uri_complete = format!(
             "{verification_uri}?{}",
             url::form_urlencoded::Serializer::new(String::new())

@@ -7,7 +7,7 @@ use super::admin::{AdminError, NewClient};
 use super::tokeninfo::Introspection;
 use crate::domain::client::Lifetimes;
 use crate::domain::{ClientAuth, GrantType, OAuthError, Scopes};
-use crate::http::PLAYGROUND;
+use crate::paths::PLAYGROUND;
 
 /// The client the playground page signs in as.
 pub const PLAYGROUND_CLIENT: &str = "playground";
