@@ -6,7 +6,8 @@
 //! multi-step operation is one `BEGIN IMMEDIATE` transaction, which takes
 //! SQLite's write lock before its first read. That is what makes a rotation
 //! or a code redemption atomic across connections and processes (DESIGN
-//! invariants 2 and 6).
+//! invariants 2 and 6). Rotations that arrive together share one such
+//! transaction, each in a savepoint of its own (`commit_rotations`).
 
 use std::panic::AssertUnwindSafe;
 use std::path::Path;
