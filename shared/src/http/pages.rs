@@ -149,9 +149,12 @@ fn alert(error: Option<&str>) -> String {
     })
 }
 
-/// The attributes of an input that [`alert`]'s message is about.
-fn invalid() -> &'static str {
-    " aria-invalid=\"true\" aria-describedby=\"form-error\""
+/// The attributes of an input that [`alert`]'s message (if any) is about.
+fn invalid(error: Option<&str>) -> &'static str {
+    match error {
+        Some(_) => " aria-invalid=\"true\" aria-describedby=\"form-error\"",
+        None => "",
+    }
 }
 
 fn hidden(interaction: &str, csrf: &str) -> String {
@@ -173,6 +176,11 @@ pub fn render(page: &Page, skin: &Skin, request_id: &str) -> (u16, String) {
             username,
             error,
         } => {
+            // Back after a failure: the password is what to type again.
+            let (username_focus, password_focus) = match error {
+                Some(_) => ("", " autofocus"),
+                None => (" autofocus", ""),
+            };
             let mut body = format!(
                 "<h1>Sign in</h1><p>to continue to <strong>{}</strong></p>{}",
                 escape(client_name),
@@ -181,20 +189,16 @@ pub fn render(page: &Page, skin: &Skin, request_id: &str) -> (u16, String) {
             let _ = write!(
                 body,
                 "<form method=\"post\" action=\"{}\">{}\
-<label for=\"username\">Username</label><input type=\"text\" id=\"username\" name=\"username\" value=\"{}\" autocomplete=\"username\" required{}>\
+<label for=\"username\">Username</label><input type=\"text\" id=\"username\" name=\"username\" value=\"{}\" autocomplete=\"username\" required{}{}>\
 <label for=\"password\">Password</label><input type=\"password\" id=\"password\" name=\"password\" autocomplete=\"current-password\" required{}{}>\
 <button class=\"primary\" type=\"submit\">Sign in</button></form>",
                 super::LOGIN,
                 hidden(interaction, csrf),
                 escape(username),
-                // Back after a failure: the password is what to type again.
-                if error.is_some() {
-                    invalid()
-                } else {
-                    " autofocus"
-                },
-                if error.is_some() { invalid() } else { "" },
-                if error.is_some() { " autofocus" } else { "" },
+                invalid(error.as_deref()),
+                username_focus,
+                invalid(error.as_deref()),
+                password_focus,
             );
             (200, skin.layout("Sign in", &body, false))
         }
@@ -239,7 +243,7 @@ pub fn render(page: &Page, skin: &Skin, request_id: &str) -> (u16, String) {
 <button class=\"primary\" type=\"submit\">Verify</button></form>",
                 super::LOGIN,
                 hidden(interaction, csrf),
-                if error.is_some() { invalid() } else { "" },
+                invalid(error.as_deref()),
             );
             (200, skin.layout("Two-step verification", &body, false))
         }
@@ -261,7 +265,7 @@ pub fn render(page: &Page, skin: &Skin, request_id: &str) -> (u16, String) {
                 super::DEVICE,
                 hidden(interaction, csrf),
                 escape(user_code),
-                if error.is_some() { invalid() } else { "" },
+                invalid(error.as_deref()),
             );
             (200, skin.layout("Connect a device", &body, false))
         }

@@ -335,7 +335,7 @@ impl SqliteStore {
         body: RedeemBody<T>,
         wrote: fn(&T) -> bool,
     ) -> Result<T, StoreError> {
-        let gc = self.gc_due();
+        let gc = self.gc_due(1);
         self.run(op, move |conn| {
             let outcome = atomically(
                 conn,
@@ -427,7 +427,7 @@ impl SqliteStore {
         let Some(now) = jobs.iter().map(|j| j.now).max() else {
             return;
         };
-        let gc = jobs.iter().fold(false, |due, _| self.gc_due() || due);
+        let gc = self.gc_due(jobs.len() as u64);
         let outcomes = self.run_now("rotate_refresh", |conn| {
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
             let outcomes: Vec<_> = jobs
@@ -477,9 +477,11 @@ impl SqliteStore {
         .await
     }
 
-    /// Whether this call should also do the housekeeping.
-    fn gc_due(&self) -> bool {
-        self.inner.writes.fetch_add(1, Ordering::Relaxed) % GC_EVERY == GC_EVERY - 1
+    /// Counts `writes` more redemptions or rotations; whether they bring the
+    /// count to a multiple of `GC_EVERY`, so that the housekeeping is due.
+    fn gc_due(&self, writes: u64) -> bool {
+        let before = self.inner.writes.fetch_add(writes, Ordering::Relaxed);
+        before / GC_EVERY != (before + writes) / GC_EVERY
     }
 }
 
