@@ -89,15 +89,16 @@ impl HttpClient for OnFirstCall {
     }
 }
 
-/// Builds the services a function needs. With `Keys::Use` this makes the one
-/// AWS round trip of a container's init: GetPublicKey for each key, in parallel.
+/// Builds the services a function needs. With `Keys::Use` the signer makes
+/// the one AWS round trip of a container's init (GetPublicKey for each key,
+/// in parallel) in the background, and nothing waits for it before a
+/// request needs a key: see [`KmsSigner::start`].
 pub async fn services(settings: &AwsSettings, keys: Keys) -> Result<Arc<Services>, String> {
     let sdk = sdk_config().await;
     let store = DynamoStore::new(aws_sdk_dynamodb::Client::new(&sdk), settings.table.clone());
     let signer: Arc<dyn Signer> = match keys {
         Keys::Use => Arc::new(
-            KmsSigner::new(aws_sdk_kms::Client::new(&sdk), &settings.kms_key_ids)
-                .await
+            KmsSigner::start(aws_sdk_kms::Client::new(&sdk), &settings.kms_key_ids)
                 .map_err(|e| e.to_string())?,
         ),
         Keys::None => Arc::new(NoKey),

@@ -252,17 +252,29 @@ pub trait Store: Send + Sync {
     ) -> Result<bool, StoreError>;
 }
 
+/// What the signer publishes: the JOSE header of its signatures and the
+/// JWK Set of every configured key.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SigningKeys {
+    /// JOSE `alg` of the signing key (ES256, RS256).
+    pub alg: &'static str,
+    /// RFC 7638 thumbprint of the signing key.
+    pub kid: String,
+    /// The JWK Set of every configured key.
+    pub jwks: serde_json::Value,
+}
+
 /// Makes JWS signatures. The first configured key signs; all are published.
 #[async_trait]
 pub trait Signer: Send + Sync {
-    /// JOSE `alg` of the signing key (ES256, RS256).
-    fn alg(&self) -> &str;
-    /// RFC 7638 thumbprint of the signing key.
-    fn kid(&self) -> &str;
+    /// The keys, read once: a KMS signer waits for its public keys here the
+    /// first time (they are fetched in the background from the start).
+    async fn keys(&self) -> Result<&SigningKeys, StoreError>;
+    /// A signature is likely soon: begin, without waiting, what it will
+    /// wait for (a KMS signer reads its keys if it has not yet).
+    fn prepare(&self) {}
     /// The JOSE signature over `signing_input` (for ECDSA, the 64-byte r||s).
     async fn sign(&self, signing_input: &[u8]) -> Result<Vec<u8>, StoreError>;
-    /// The JWK Set of every configured key.
-    fn jwks(&self) -> serde_json::Value;
 }
 
 /// Seconds since the Unix epoch. Fixed in tests.

@@ -10,7 +10,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde_json::{Value, json};
 use tokenfn_core::domain::token::{Header, compact, signing_input};
-use tokenfn_core::ports::Signer;
+use tokenfn_core::ports::{Signer, SigningKeys, StoreError};
 use tokenfn_core::sign::KmsSigner;
 use tokenfn_core::sign::kms::KmsInitError;
 
@@ -47,10 +47,11 @@ async fn signing_key(client: &Client, spec: KeySpec) -> String {
 
 /// A JWT signed by `signer`, the way the token service makes one.
 async fn token(signer: &dyn Signer, sub: &str) -> String {
+    let keys = signer.keys().await.unwrap();
     let header = Header {
-        alg: signer.alg(),
+        alg: keys.alg,
         typ: "JWT",
-        kid: signer.kid(),
+        kid: &keys.kid,
     };
     let claims = json!({
         "iss": ISSUER, "sub": sub, "aud": AUDIENCE,
@@ -58,10 +59,15 @@ async fn token(signer: &dyn Signer, sub: &str) -> String {
     });
     let input = signing_input(&header, &claims).unwrap();
     let signature = signer.sign(input.as_bytes()).await.unwrap();
-    if signer.alg() == "ES256" {
+    if keys.alg == "ES256" {
         assert_eq!(signature.len(), 64, "RFC 7518 §3.4: r||s");
     }
     compact(&input, &signature)
+}
+
+/// The keys of a signer whose keys were read.
+async fn keys(signer: &KmsSigner) -> SigningKeys {
+    signer.keys().await.unwrap().clone()
 }
 
 /// RFC 7638 §3: the thumbprint from the JWK's required members, computed here
@@ -147,9 +153,9 @@ async fn es256_tokens_verify_with_the_served_jwk() {
     let client = kms().await;
     let key = signing_key(&client, KeySpec::EccNistP256).await;
     let signer = KmsSigner::new(client, &[key]).await.unwrap();
-    assert_eq!(signer.alg(), "ES256");
-    let jwks = signer.jwks();
-    assert_eq!(kids(&jwks), [signer.kid()]);
+    let SigningKeys { alg, kid, jwks } = keys(&signer).await;
+    assert_eq!(alg, "ES256");
+    assert_eq!(kids(&jwks), [kid]);
     let jwk = &jwks["keys"][0];
     assert_eq!(jwk["kty"], "EC");
     assert_eq!(jwk["alg"], "ES256");
@@ -171,9 +177,9 @@ async fn rs256_tokens_verify_with_the_served_jwk() {
     let client = kms().await;
     let key = signing_key(&client, KeySpec::Rsa2048).await;
     let signer = KmsSigner::new(client, &[key]).await.unwrap();
-    assert_eq!(signer.alg(), "RS256");
-    let jwks = signer.jwks();
-    assert_eq!(kids(&jwks), [signer.kid()]);
+    let SigningKeys { alg, kid, jwks } = keys(&signer).await;
+    assert_eq!(alg, "RS256");
+    assert_eq!(kids(&jwks), [kid]);
     let jwk = &jwks["keys"][0];
     assert_eq!(jwk["kty"], "RSA");
     assert_eq!(jwk["alg"], "RS256");
@@ -192,8 +198,8 @@ async fn rsa_4096_signs_rs256() {
     let client = kms().await;
     let key = signing_key(&client, KeySpec::Rsa4096).await;
     let signer = KmsSigner::new(client, &[key]).await.unwrap();
-    assert_eq!(signer.alg(), "RS256");
-    let jwks = signer.jwks();
+    let SigningKeys { alg, jwks, .. } = keys(&signer).await;
+    assert_eq!(alg, "RS256");
     let token = token(&signer, "user-4096").await;
     assert_eq!(verify(&token, &jwks).unwrap()["sub"], "user-4096");
 }
@@ -210,21 +216,22 @@ async fn the_first_key_signs_and_every_key_is_published() {
     // The signer of before a rotation: the other key first.
     let previous = KmsSigner::new(client, &[rsa, ec]).await.unwrap();
 
-    let jwks = current.jwks();
-    assert_eq!(kids(&jwks), [current.kid(), previous.kid()]);
-    assert_ne!(current.kid(), previous.kid());
-    assert_eq!(current.alg(), "ES256");
-    assert_eq!(previous.alg(), "RS256");
+    let (now, before) = (keys(&current).await, keys(&previous).await);
+    let jwks = now.jwks;
+    assert_eq!(kids(&jwks), [now.kid.as_str(), before.kid.as_str()]);
+    assert_ne!(now.kid, before.kid);
+    assert_eq!(now.alg, "ES256");
+    assert_eq!(before.alg, "RS256");
 
     let new = token(&current, "new").await;
     let header = jsonwebtoken::decode_header(&new).unwrap();
-    assert_eq!(header.kid.as_deref(), Some(current.kid()));
+    assert_eq!(header.kid, Some(now.kid));
     assert_eq!(verify(&new, &jwks).unwrap()["sub"], "new");
 
     // A token from before still verifies against the combined JWKS.
     let old = token(&previous, "old").await;
     let header = jsonwebtoken::decode_header(&old).unwrap();
-    assert_eq!(header.kid.as_deref(), Some(previous.kid()));
+    assert_eq!(header.kid, Some(before.kid));
     assert_eq!(verify(&old, &jwks).unwrap()["sub"], "old");
 }
 
@@ -242,10 +249,35 @@ async fn an_alias_signs_with_the_key_it_names() {
         .expect("CreateAlias");
     // Named twice (alias and id): published once.
     let signer = KmsSigner::new(client, &[alias, key]).await.unwrap();
-    let jwks = signer.jwks();
-    assert_eq!(kids(&jwks), [signer.kid()]);
+    let SigningKeys { kid, jwks, .. } = keys(&signer).await;
+    assert_eq!(kids(&jwks), [kid]);
     let token = token(&signer, "via-alias").await;
     assert_eq!(verify(&token, &jwks).unwrap()["sub"], "via-alias");
+}
+
+#[tokio::test]
+async fn a_signer_started_without_waiting_signs_once_its_keys_are_read() {
+    let client = kms().await;
+    let key = signing_key(&client, KeySpec::EccNistP256).await;
+    let signer = KmsSigner::start(client, &[key]).unwrap();
+    // The first signature waits for the read the start began.
+    let token = token(&signer, "early").await;
+    let SigningKeys { kid, jwks, .. } = keys(&signer).await;
+    assert_eq!(kids(&jwks), [kid]);
+    assert_eq!(verify(&token, &jwks).unwrap()["sub"], "early");
+}
+
+#[tokio::test]
+async fn a_started_signer_with_an_unknown_key_is_unavailable_naming_it() {
+    let client = kms().await;
+    let unknown = "0b5e7a4c-1111-4222-8333-944455556667".to_owned();
+    let signer = KmsSigner::start(client, std::slice::from_ref(&unknown)).unwrap();
+    let Err(StoreError::Unavailable(message)) = signer.keys().await else {
+        panic!("an unknown key was read");
+    };
+    assert!(message.contains(&unknown), "{message}");
+    let err = signer.sign(b"header.claims").await.unwrap_err();
+    assert!(err.to_string().contains(&unknown), "{err}");
 }
 
 #[tokio::test]

@@ -1,17 +1,21 @@
 //! The discovery function: OpenID Provider metadata (OIDC Discovery §3,
-//! RFC 8414) and the JWK Set. Built once; no store or KMS call per request.
+//! RFC 8414) and the JWK Set. Built once, when the signer's keys are first
+//! at hand; no store or KMS call per request.
 
 use std::sync::Arc;
 
 use bytes::Bytes;
 use http::Method;
 use serde_json::{Value, json};
+use tokio::sync::OnceCell;
 
 use super::{
     AUTHORIZE, DISCOVERY, INTROSPECT, JWKS, REFRESH, REVOKE, Request, Response, Route, TOKEN,
     USERINFO, wire,
 };
-use crate::service::Services;
+use crate::config::Config;
+use crate::ports::StoreError;
+use crate::service::{Services, unavailable};
 
 pub const ROUTES: &[Route] = &[
     Route {
@@ -25,7 +29,12 @@ pub const ROUTES: &[Route] = &[
 ];
 
 pub struct DiscoveryRouter {
-    /// Both documents are encoded once, when the container starts.
+    services: Arc<Services>,
+    /// Both documents, encoded once.
+    documents: OnceCell<Documents>,
+}
+
+struct Documents {
     metadata: Bytes,
     jwks: Bytes,
 }
@@ -33,22 +42,39 @@ pub struct DiscoveryRouter {
 impl DiscoveryRouter {
     pub fn new(services: Arc<Services>) -> Self {
         Self {
-            metadata: Bytes::from(metadata(&services).to_string()),
-            jwks: Bytes::from(services.signer.jwks().to_string()),
+            services,
+            documents: OnceCell::new(),
         }
     }
 
     pub async fn handle(&self, req: Request) -> Response {
-        match (req.method(), req.uri().path()) {
-            (&Method::GET, DISCOVERY) => wire::json_public(self.metadata.clone(), 300),
-            (&Method::GET, JWKS) => wire::json_public(self.jwks.clone(), 300),
-            _ => super::not_routed(ROUTES, &req),
+        let metadata = match (req.method(), req.uri().path()) {
+            (&Method::GET, DISCOVERY) => true,
+            (&Method::GET, JWKS) => false,
+            _ => return super::not_routed(ROUTES, &req),
+        };
+        match self.documents().await {
+            Ok(d) if metadata => wire::json_public(d.metadata.clone(), 300),
+            Ok(d) => wire::json_public(d.jwks.clone(), 300),
+            Err(e) => wire::oauth_error(&unavailable(e), false),
         }
+    }
+
+    async fn documents(&self) -> Result<&Documents, StoreError> {
+        self.documents
+            .get_or_try_init(|| async {
+                let keys = self.services.signer.keys().await?;
+                Ok(Documents {
+                    metadata: Bytes::from(metadata(&self.services.config, keys.alg).to_string()),
+                    jwks: Bytes::from(keys.jwks.to_string()),
+                })
+            })
+            .await
     }
 }
 
-pub fn metadata(services: &Services) -> Value {
-    let c = &services.config;
+/// The metadata of a server whose signing key is for `alg`.
+pub fn metadata(c: &Config, alg: &str) -> Value {
     json!({
         "issuer": c.issuer,
         "authorization_endpoint": c.endpoint(AUTHORIZE),
@@ -68,7 +94,7 @@ pub fn metadata(services: &Services) -> Value {
         "introspection_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
         "scopes_supported": ["openid", "profile", "email", "offline_access"],
         "subject_types_supported": ["public"],
-        "id_token_signing_alg_values_supported": [services.signer.alg()],
+        "id_token_signing_alg_values_supported": [alg],
         "claims_supported": ["iss", "sub", "aud", "exp", "iat", "auth_time", "nonce", "azp", "amr", "preferred_username", "email", "email_verified"],
         "prompt_values_supported": ["none", "login", "consent"],
         "authorization_response_iss_parameter_supported": true,

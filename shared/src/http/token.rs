@@ -78,6 +78,8 @@ pub(crate) async fn token_request(
             return wire::oauth_error(&e, req.headers().contains_key(http::header::AUTHORIZATION));
         }
     };
+    // A grant ends in signatures: the signer can get ready while it reads the store.
+    services.signer.prepare();
     match run_grant(services, req, &auth, &form, refresh_only).await {
         Ok(body) => wire::json_no_store(200, &body),
         Err(e) => wire::oauth_error(&e, auth.used_basic()),

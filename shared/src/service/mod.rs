@@ -12,7 +12,9 @@ mod throttle;
 pub mod token;
 pub mod tokeninfo;
 
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
+
+use tokio::sync::OnceCell;
 
 use crate::config::Config;
 use crate::domain::secret::RandomError;
@@ -35,7 +37,7 @@ pub struct Services {
     /// Seals the TOTP secrets at rest (none until [`Services::with_secret_box`]).
     pub secret_box: Arc<dyn SecretBox>,
     /// Built from the signer's keys the first time a token is verified.
-    verifier: OnceLock<AccessVerifier>,
+    verifier: OnceCell<AccessVerifier>,
 }
 
 impl Services {
@@ -51,7 +53,7 @@ impl Services {
             clock,
             config,
             secret_box: Arc::new(NoBox::default()),
-            verifier: OnceLock::new(),
+            verifier: OnceCell::new(),
         }
     }
 
@@ -62,9 +64,13 @@ impl Services {
     }
 
     /// Checks the access tokens this server signed (introspection, UserInfo).
-    pub fn access_verifier(&self) -> &AccessVerifier {
+    pub async fn access_verifier(&self) -> Result<&AccessVerifier, OAuthError> {
         self.verifier
-            .get_or_init(|| AccessVerifier::new(&self.config.issuer, &self.signer.jwks()))
+            .get_or_try_init(|| async {
+                let keys = self.signer.keys().await.map_err(unavailable)?;
+                Ok(AccessVerifier::new(&self.config.issuer, &keys.jwks))
+            })
+            .await
     }
 
     /// Signs `claims` as a compact JWS of type `typ` with the current key.
@@ -73,10 +79,11 @@ impl Services {
         typ: &str,
         claims: &C,
     ) -> Result<String, OAuthError> {
+        let keys = self.signer.keys().await.map_err(unavailable)?;
         let header = jwt::Header {
-            alg: self.signer.alg(),
+            alg: keys.alg,
             typ,
-            kid: self.signer.kid(),
+            kid: &keys.kid,
         };
         let input = jwt::signing_input(&header, claims)
             .map_err(|e| OAuthError::new(crate::domain::ErrorCode::ServerError, e.to_string()))?;

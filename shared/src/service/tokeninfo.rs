@@ -95,7 +95,7 @@ impl Services {
         token: &str,
         now: i64,
     ) -> Result<Option<AccessToken>, OAuthError> {
-        let Ok(claims) = self.access_verifier().verify(token, now) else {
+        let Ok(claims) = self.access_verifier().await?.verify(token, now) else {
             return Ok(None);
         };
         if let Some(grant_id) = &claims.grant_id {

@@ -1,8 +1,11 @@
 //! Signing with asymmetric AWS KMS keys. The public keys are read once per
-//! container (`GetPublicKey`, in parallel) and published as the JWKS; each
-//! token costs one `Sign` call with the first key.
+//! container (`GetPublicKey`, in parallel; a Lambda function's signer reads
+//! them in the background, see [`KmsSigner::start`]) and published as the
+//! JWKS; each token costs one `Sign` call with the first key.
 
 use std::fmt::Write as _;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use aws_lc_rs::signature::{ECDSA_P256_SHA256_FIXED, ParsedPublicKey};
@@ -10,13 +13,20 @@ use aws_sdk_kms::Client;
 use aws_sdk_kms::primitives::Blob;
 use aws_sdk_kms::types::{KeySpec, KeyUsageType, MessageType, SigningAlgorithmSpec};
 use serde_json::{Value, json};
+use tokio::sync::{Notify, OnceCell};
+use tokio::task::JoinHandle;
 
 use super::jwk;
-use crate::ports::{Signer, StoreError};
+use crate::ports::{Signer, SigningKeys, StoreError};
 
 /// KMS refuses `RAW` messages longer than this (the `Sign` API reference);
 /// a JWT signing input is far shorter.
 const MAX_RAW_MESSAGE: usize = 4096;
+
+/// How long a started signer waits for a request before it reads its keys
+/// anyway: the first request of a cold Lambda container is there at once,
+/// so this is long enough for one that needs no key to be answered first.
+pub const IDLE: Duration = Duration::from_millis(10);
 
 /// SubjectPublicKeyInfo of a P-256 key (RFC 5480 §2) up to the point: the
 /// id-ecPublicKey and secp256r1 OIDs, then a BIT STRING of 66 bytes with no
@@ -29,13 +39,22 @@ const P256_SPKI_PREFIX: [u8; 26] = [
 /// Signs with the first of the configured KMS keys and publishes all of them.
 pub struct KmsSigner {
     client: Client,
-    /// The key `GetPublicKey` resolved the configured id to (its ARN on AWS,
-    /// its bare id in moto), so that an alias re-pointed later cannot make
-    /// us sign with a key missing from the JWKS.
+    key_ids: Vec<String>,
+    /// Tells the read [`KmsSigner::start`] set up to begin now.
+    go: Arc<Notify>,
+    /// That read, until the first caller awaits it.
+    reading: Mutex<Option<JoinHandle<Result<Loaded, KmsInitError>>>>,
+    loaded: OnceCell<Loaded>,
+}
+
+/// The configured keys, as read.
+struct Loaded {
+    /// The key `GetPublicKey` resolved the first configured id to (its ARN
+    /// on AWS, its bare id in moto), so that an alias re-pointed later
+    /// cannot make us sign with a key missing from the JWKS.
     key_arn: String,
     alg: Alg,
-    kid: String,
-    jwks: Value,
+    keys: SigningKeys,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -78,7 +97,7 @@ impl Alg {
     }
 }
 
-/// One configured key, as read at init.
+/// One configured key, as read.
 struct PublicKey {
     key_arn: String,
     alg: Alg,
@@ -87,50 +106,115 @@ struct PublicKey {
 
 impl KmsSigner {
     /// Reads the public key of every key in `key_ids` (key ids, ARNs or
-    /// aliases) in parallel, on the current Tokio runtime. The first key signs.
+    /// aliases) now, in parallel; any key that cannot sign is an error.
     pub async fn new(client: Client, key_ids: &[String]) -> Result<Self, KmsInitError> {
+        let signer = Self::unread(client, key_ids)?;
+        signer.loaded().await?;
+        Ok(signer)
+    }
+
+    /// Returns at once, and reads the public keys on the current Tokio
+    /// runtime when a request first needs them or hints that it will
+    /// ([`Signer::prepare`]), or once the process has had [`IDLE`] to itself:
+    /// a Lambda container's init waits for no KMS call, and a request that
+    /// needs no key is not slowed by the read. A read that failed is tried
+    /// again by the next request that needs the keys.
+    pub fn start(client: Client, key_ids: &[String]) -> Result<Self, KmsInitError> {
+        let signer = Self::unread(client, key_ids)?;
+        let (client, key_ids, go) = (
+            signer.client.clone(),
+            signer.key_ids.clone(),
+            signer.go.clone(),
+        );
+        let read = tokio::spawn(async move {
+            let _ = tokio::time::timeout(IDLE, go.notified()).await;
+            read_keys(client, key_ids).await
+        });
+        *signer
+            .reading
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Some(read);
+        Ok(signer)
+    }
+
+    fn unread(client: Client, key_ids: &[String]) -> Result<Self, KmsInitError> {
         if key_ids.is_empty() {
             return Err(KmsInitError::NoKeys);
         }
-        let tasks: Vec<_> = key_ids
-            .iter()
-            .map(|id| tokio::spawn(public_key(client.clone(), id.clone())))
-            .collect();
-        let mut keys = Vec::with_capacity(tasks.len());
-        for (task, id) in tasks.into_iter().zip(key_ids) {
-            let key = task.await.map_err(|e| KmsInitError::Unavailable {
-                key_id: id.clone(),
-                message: e.to_string(),
-            })??;
-            keys.push(key);
-        }
-
-        // The same key named twice (say by alias and by ARN) is published once.
-        let mut published: Vec<Value> = Vec::with_capacity(keys.len());
-        for key in &keys {
-            if !published.iter().any(|p| jwk::kid(p) == jwk::kid(&key.jwk)) {
-                published.push(key.jwk.clone());
-            }
-        }
-        let Some(first) = keys.into_iter().next() else {
-            return Err(KmsInitError::NoKeys);
-        };
-        let kid = jwk::kid(&first.jwk).to_owned();
-        tracing::info!(
-            key = %first.key_arn,
-            kid = %kid,
-            alg = first.alg.jose(),
-            published = published.len(),
-            "KMS signing key ready"
-        );
         Ok(Self {
             client,
-            key_arn: first.key_arn,
-            alg: first.alg,
-            kid,
-            jwks: json!({ "keys": published }),
+            key_ids: key_ids.to_vec(),
+            go: Arc::new(Notify::new()),
+            reading: Mutex::new(None),
+            loaded: OnceCell::new(),
         })
     }
+
+    async fn loaded(&self) -> Result<&Loaded, KmsInitError> {
+        self.go.notify_one();
+        self.loaded
+            .get_or_try_init(|| async {
+                let started = self
+                    .reading
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .take();
+                match started {
+                    Some(read) => read.await.unwrap_or_else(|e| {
+                        Err(KmsInitError::Unavailable {
+                            key_id: self.key_ids.join(", "),
+                            message: e.to_string(),
+                        })
+                    }),
+                    None => read_keys(self.client.clone(), self.key_ids.clone()).await,
+                }
+            })
+            .await
+    }
+}
+
+/// `GetPublicKey` for every key, in parallel; the first one signs.
+async fn read_keys(client: Client, key_ids: Vec<String>) -> Result<Loaded, KmsInitError> {
+    let tasks: Vec<_> = key_ids
+        .iter()
+        .map(|id| tokio::spawn(public_key(client.clone(), id.clone())))
+        .collect();
+    let mut keys = Vec::with_capacity(tasks.len());
+    for (task, id) in tasks.into_iter().zip(&key_ids) {
+        let key = task.await.map_err(|e| KmsInitError::Unavailable {
+            key_id: id.clone(),
+            message: e.to_string(),
+        })??;
+        keys.push(key);
+    }
+
+    // The same key named twice (say by alias and by ARN) is published once.
+    let mut published: Vec<Value> = Vec::with_capacity(keys.len());
+    for key in &keys {
+        if !published.iter().any(|p| jwk::kid(p) == jwk::kid(&key.jwk)) {
+            published.push(key.jwk.clone());
+        }
+    }
+    let Some(first) = keys.into_iter().next() else {
+        return Err(KmsInitError::NoKeys);
+    };
+    let kid = jwk::kid(&first.jwk).to_owned();
+    tracing::info!(
+        key = %first.key_arn,
+        kid = %kid,
+        alg = first.alg.jose(),
+        published = published.len(),
+        "KMS signing key ready"
+    );
+    Ok(Loaded {
+        key_arn: first.key_arn,
+        alg: first.alg,
+        keys: SigningKeys {
+            alg: first.alg.jose(),
+            kid,
+            jwks: json!({ "keys": published }),
+        },
+    })
 }
 
 /// `GetPublicKey` for one key, checked and turned into a JWK.
@@ -272,12 +356,12 @@ pub(crate) fn error_chain(err: &dyn std::error::Error) -> String {
 
 #[async_trait]
 impl Signer for KmsSigner {
-    fn alg(&self) -> &str {
-        self.alg.jose()
+    fn prepare(&self) {
+        self.go.notify_one();
     }
 
-    fn kid(&self) -> &str {
-        &self.kid
+    async fn keys(&self) -> Result<&SigningKeys, StoreError> {
+        Ok(&self.loaded().await.map_err(unreadable)?.keys)
     }
 
     async fn sign(&self, signing_input: &[u8]) -> Result<Vec<u8>, StoreError> {
@@ -287,15 +371,16 @@ impl Signer for KmsSigner {
                 signing_input.len()
             )));
         }
+        let key = self.loaded().await.map_err(unreadable)?;
         // RAW, not DIGEST: KMS hashes the message itself (and moto hashes
         // even a DIGEST again, see DESIGN "Facts checked on this machine").
         let out = self
             .client
             .sign()
-            .key_id(&self.key_arn)
+            .key_id(&key.key_arn)
             .message(Blob::new(signing_input))
             .message_type(MessageType::Raw)
-            .signing_algorithm(self.alg.kms())
+            .signing_algorithm(key.alg.kms())
             .send()
             .await
             .map_err(|e| StoreError::Unavailable(format!("KMS Sign: {}", error_chain(&e))))?;
@@ -303,7 +388,7 @@ impl Signer for KmsSigner {
             .signature()
             .ok_or_else(|| StoreError::Unavailable("KMS Sign returned no signature".into()))?
             .as_ref();
-        match self.alg {
+        match key.alg {
             Alg::Es256 => ecdsa_der_to_jose(signature)
                 .map(|rs| rs.to_vec())
                 .ok_or_else(|| {
@@ -313,10 +398,12 @@ impl Signer for KmsSigner {
             Alg::Rs256 => Ok(signature.to_vec()),
         }
     }
+}
 
-    fn jwks(&self) -> Value {
-        self.jwks.clone()
-    }
+/// Keys that could not be read leave the signer unavailable (503), and the
+/// reason in the log: the read is tried again by the next request.
+fn unreadable(e: KmsInitError) -> StoreError {
+    StoreError::Unavailable(e.to_string())
 }
 
 #[cfg(test)]
@@ -442,7 +529,7 @@ mod tests {
 
     /// A signer whose client points at a closed loopback port: the real SDK
     /// failing to connect, no mock.
-    fn unreachable_signer(alg: Alg) -> KmsSigner {
+    fn unreachable_client() -> Client {
         use aws_sdk_kms::config::{BehaviorVersion, Credentials, Region, retry::RetryConfig};
         let config = aws_sdk_kms::Config::builder()
             .behavior_version(BehaviorVersion::latest())
@@ -451,13 +538,56 @@ mod tests {
             .credentials_provider(Credentials::new("test", "test", None, None, "test"))
             .retry_config(RetryConfig::disabled())
             .build();
+        Client::from_conf(config)
+    }
+
+    /// An unreachable signer whose keys were read already.
+    fn unreachable_signer(alg: Alg) -> KmsSigner {
+        let key_arn = "arn:aws:kms:us-east-1:123456789012:key/unreachable";
         KmsSigner {
-            client: Client::from_conf(config),
-            key_arn: "arn:aws:kms:us-east-1:123456789012:key/unreachable".into(),
-            alg,
-            kid: "kid".into(),
-            jwks: json!({ "keys": [] }),
+            client: unreachable_client(),
+            key_ids: vec![key_arn.into()],
+            go: Arc::new(Notify::new()),
+            reading: Mutex::new(None),
+            loaded: OnceCell::new_with(Some(Loaded {
+                key_arn: key_arn.into(),
+                alg,
+                keys: SigningKeys {
+                    alg: alg.jose(),
+                    kid: "kid".into(),
+                    jwks: json!({ "keys": [] }),
+                },
+            })),
         }
+    }
+
+    #[tokio::test]
+    async fn a_started_signer_reads_its_keys_when_left_idle() {
+        let signer = KmsSigner::start(unreachable_client(), &["alias/tokenfn".into()]).unwrap();
+        tokio::time::sleep(IDLE * 20).await;
+        let reading = signer.reading.lock().unwrap();
+        // Nothing asked for the keys, and the read has been tried (and failed).
+        assert!(reading.as_ref().is_some_and(JoinHandle::is_finished));
+    }
+
+    #[tokio::test]
+    async fn keys_that_cannot_be_read_leave_the_signer_unavailable_and_are_read_again() {
+        let signer = KmsSigner::start(unreachable_client(), &["alias/tokenfn".into()]).unwrap();
+        for _ in 0..2 {
+            let Err(StoreError::Unavailable(message)) = signer.keys().await else {
+                panic!("the keys of an unreachable KMS were read");
+            };
+            assert!(
+                message.starts_with("cannot read the public key of KMS key alias/tokenfn"),
+                "{message}"
+            );
+            let err = signer.sign(b"header.claims").await.unwrap_err();
+            assert!(matches!(err, StoreError::Unavailable(_)), "{err:?}");
+        }
+        assert!(matches!(
+            KmsSigner::start(unreachable_client(), &[]),
+            Err(KmsInitError::NoKeys)
+        ));
     }
 
     #[tokio::test]

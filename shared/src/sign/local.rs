@@ -8,18 +8,17 @@ use std::path::Path;
 use async_trait::async_trait;
 use aws_lc_rs::rand::SystemRandom;
 use aws_lc_rs::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, KeyPair};
-use serde_json::{Value, json};
+use serde_json::json;
 
 use super::jwk;
-use crate::ports::{Signer, StoreError};
+use crate::ports::{Signer, SigningKeys, StoreError};
 
 pub const KEY_FILE: &str = "signing-key.p8";
 
 pub struct LocalSigner {
     key: EcdsaKeyPair,
     rng: SystemRandom,
-    kid: String,
-    jwks: Value,
+    keys: SigningKeys,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -70,8 +69,11 @@ impl LocalSigner {
         Ok(Self {
             key,
             rng: SystemRandom::new(),
-            kid,
-            jwks: json!({ "keys": [public] }),
+            keys: SigningKeys {
+                alg: "ES256",
+                kid,
+                jwks: json!({ "keys": [public] }),
+            },
         })
     }
 }
@@ -92,12 +94,8 @@ pub(crate) fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
 
 #[async_trait]
 impl Signer for LocalSigner {
-    fn alg(&self) -> &str {
-        "ES256"
-    }
-
-    fn kid(&self) -> &str {
-        &self.kid
+    async fn keys(&self) -> Result<&SigningKeys, StoreError> {
+        Ok(&self.keys)
     }
 
     async fn sign(&self, signing_input: &[u8]) -> Result<Vec<u8>, StoreError> {
@@ -105,10 +103,6 @@ impl Signer for LocalSigner {
             .sign(&self.rng, signing_input)
             .map(|s| s.as_ref().to_vec())
             .map_err(|_| StoreError::Unavailable("local signing failed".into()))
-    }
-
-    fn jwks(&self) -> Value {
-        self.jwks.clone()
     }
 }
 
@@ -135,7 +129,7 @@ pub(crate) mod tests {
         assert_private(&dir.path().join(KEY_FILE));
         let (again, created) = LocalSigner::load_or_create(dir.path()).unwrap();
         assert!(!created);
-        assert_eq!(signer.kid(), again.kid());
+        assert_eq!(signer.keys, again.keys);
 
         let sig = signer.sign(b"header.claims").await.unwrap();
         assert_eq!(sig.len(), 64);

@@ -1,30 +1,31 @@
 //! The signer of a function that holds no key (authorize, revoke): it is
 //! granted no KMS permission, so it must never sign or publish.
 
-use async_trait::async_trait;
-use serde_json::{Value, json};
+use std::sync::LazyLock;
 
-use crate::ports::{Signer, StoreError};
+use async_trait::async_trait;
+use serde_json::json;
+
+use crate::ports::{Signer, SigningKeys, StoreError};
 
 pub struct NoKey;
 
+/// Nothing is published, so no token verifies here.
+static NONE: LazyLock<SigningKeys> = LazyLock::new(|| SigningKeys {
+    alg: "none",
+    kid: String::new(),
+    jwks: json!({ "keys": [] }),
+});
+
 #[async_trait]
 impl Signer for NoKey {
-    fn alg(&self) -> &str {
-        "none"
-    }
-
-    fn kid(&self) -> &str {
-        ""
+    async fn keys(&self) -> Result<&SigningKeys, StoreError> {
+        Ok(&NONE)
     }
 
     async fn sign(&self, _: &[u8]) -> Result<Vec<u8>, StoreError> {
         Err(StoreError::Unavailable(
             "this function has no signing key".into(),
         ))
-    }
-
-    fn jwks(&self) -> Value {
-        json!({ "keys": [] })
     }
 }
