@@ -176,9 +176,13 @@ w(
     f"event queued before the process was spawned; the time is from spawn to the answer "
     f"received, median of {cold['runs']} starts, each right after a start of a hello-world "
     "`lambda_http` binary built with the same release profile (`tokenfn-bench-hello`). "
-    "The request needs no AWS call (discovery's metadata, or a request the function refuses "
-    "before any lookup); the functions' AWS calls go to moto through the counting proxy, "
-    "so init's calls (the KMS public keys) are real round trips on loopback. "
+    "The request is one the function refuses before any lookup, or discovery's metadata. "
+    "The functions' AWS calls go to moto through the counting proxy, real round trips on "
+    "loopback. The KMS signer of token, refresh and discovery reads its public keys in the "
+    "background after init (when a request needs them, or 10 ms after init), so the read is "
+    "not on the way of the refused requests; discovery's metadata is made from the keys (the "
+    "signing `alg`), so its time includes the read. Init's calls are those made before the "
+    "first request, counted half a second after the function first asked for one. "
     "Neither process is pinned."
 )
 w("")
