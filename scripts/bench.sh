@@ -215,7 +215,8 @@ stop "$SERVER_PID"
 step "cold starts: ${RUNS} of each function, alternating with hello (AWS init calls counted)"
 fargs=()
 for f in "${FUNCTIONS[@]}"; do fargs+=(--function "$f=$BIN/tokenfn-$f"); done
-TOKENFN_ISSUER=https://id.example.com TOKENFN_TABLE=$TABLE TOKENFN_KMS_KEY_IDS=$KEY \
+# The functions' settings as the templates give them (aws-init's key is ECC_NIST_P256).
+TOKENFN_ISSUER=https://id.example.com TOKENFN_TABLE=$TABLE TOKENFN_KMS_KEY_IDS=$KEY TOKENFN_SIGNING_ALG=ES256 \
   "$BIN/tokenfn-bench" coldstart "${fargs[@]}" --hello "$BIN/tokenfn-bench-hello" \
   --runs "$RUNS" --aws-proxy "$PROXY" --json > "$WORK/coldstart.json"
 

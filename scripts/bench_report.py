@@ -180,8 +180,9 @@ w(
     "The functions' AWS calls go to moto through the counting proxy, real round trips on "
     "loopback. The KMS signer of token, refresh and discovery reads its public keys in the "
     "background after init (when a request needs them, or 10 ms after init), so the read is "
-    "not on the way of the refused requests; discovery's metadata is made from the keys (the "
-    "signing `alg`), so its time includes the read. Init's calls are those made before the "
+    "not on the way of the refused requests. Discovery's metadata names the signing `alg`, "
+    "which the functions have from `TOKENFN_SIGNING_ALG` as the SAM and CDK templates set it, "
+    "so it does not wait for the read either. Init's calls are those made before the "
     "first request, counted half a second after the function first asked for one. "
     "Neither process is pinned."
 )

@@ -636,6 +636,13 @@ def test_environment_matches_what_the_code_reads(
             keys = {getatt_target(v) for v in alternatives(variables["TOKENFN_KMS_KEY_IDS"]) if getatt_target(v)}
             keys |= {n for v in alternatives(variables["TOKENFN_KMS_KEY_IDS"]) for n in referenced_names(v)}
             assert keys and keys <= signing_keys, f"{logical_id}: TOKENFN_KMS_KEY_IDS names {sorted(keys)}"
+        has_alg = "TOKENFN_SIGNING_ALG" in variables
+        assert has_alg == (name in KEY_HOLDERS), (
+            f"{logical_id}: TOKENFN_SIGNING_ALG is for {sorted(KEY_HOLDERS)} only"
+        )
+        if has_alg:
+            # Every signing key is ECC_NIST_P256 (test_signing_keys).
+            assert variables["TOKENFN_SIGNING_ALG"] == "ES256", logical_id
         has_totp = "TOKENFN_TOTP_KEY_ID" in variables
         assert has_totp == (name in TOTP_HOLDERS), (
             f"{logical_id}: TOKENFN_TOTP_KEY_ID is for {sorted(TOTP_HOLDERS)} only"

@@ -98,8 +98,12 @@ pub async fn services(settings: &AwsSettings, keys: Keys) -> Result<Arc<Services
     let store = DynamoStore::new(aws_sdk_dynamodb::Client::new(&sdk), settings.table.clone());
     let signer: Arc<dyn Signer> = match keys {
         Keys::Use => Arc::new(
-            KmsSigner::start(aws_sdk_kms::Client::new(&sdk), &settings.kms_key_ids)
-                .map_err(|e| e.to_string())?,
+            KmsSigner::start(
+                aws_sdk_kms::Client::new(&sdk),
+                &settings.kms_key_ids,
+                settings.signing_alg,
+            )
+            .map_err(|e| e.to_string())?,
         ),
         Keys::None => Arc::new(NoKey),
     };

@@ -200,10 +200,17 @@ pub struct AwsSettings {
     pub table: String,
     /// `TOKENFN_KMS_KEY_IDS`: comma list; the first signs, all are published.
     pub kms_key_ids: Vec<String>,
+    /// `TOKENFN_SIGNING_ALG`: the JOSE `alg` of the first key (ES256 or
+    /// RS256), optional. Set, it is what the discovery metadata says without
+    /// waiting for KMS, and a first key of another kind cannot sign.
+    pub signing_alg: Option<&'static str>,
     /// `TOKENFN_TOTP_KEY_ID`: the symmetric KMS key that seals TOTP secrets
     /// (the authorize function's; optional elsewhere).
     pub totp_key_id: Option<String>,
 }
+
+/// The values `TOKENFN_SIGNING_ALG` may take: what KMS keys sign with here.
+pub const SIGNING_ALGS: [&str; 2] = ["ES256", "RS256"];
 
 impl AwsSettings {
     /// Reads the settings through `var` (the process environment in
@@ -251,6 +258,17 @@ impl AwsSettings {
                 problem: "is required: a comma-separated list of KMS key ids or ARNs".into(),
             });
         }
+        let signing_alg = match var("TOKENFN_SIGNING_ALG").as_deref().map(str::trim) {
+            None | Some("") => None,
+            Some(alg) => Some(SIGNING_ALGS.into_iter().find(|a| *a == alg).ok_or_else(|| {
+                SettingError {
+                    name: "TOKENFN_SIGNING_ALG",
+                    problem: format!(
+                        "must be ES256 (an ECC_NIST_P256 key) or RS256 (an RSA key), not {alg:?}"
+                    ),
+                }
+            })?),
+        };
         let config = Config::with_settings(issuer, &var)?;
         let totp_key_id = var("TOKENFN_TOTP_KEY_ID")
             .map(|v| v.trim().to_owned())
@@ -259,6 +277,7 @@ impl AwsSettings {
             config,
             table,
             kms_key_ids,
+            signing_alg,
             totp_key_id,
         })
     }
@@ -288,6 +307,7 @@ mod tests {
                 ("TOKENFN_ISSUER", "https://id.example/"),
                 ("TOKENFN_TABLE", "t"),
                 ("TOKENFN_KMS_KEY_IDS", "k1, k2"),
+                ("TOKENFN_SIGNING_ALG", "RS256"),
                 ("TOKENFN_ACCESS_TOKEN_TTL", "600"),
             ]),
             true,
@@ -295,6 +315,7 @@ mod tests {
         .unwrap();
         assert_eq!(s.config.issuer, "https://id.example");
         assert_eq!(s.kms_key_ids, vec!["k1", "k2"]);
+        assert_eq!(s.signing_alg, Some("RS256"));
         assert_eq!(s.config.default_lifetimes.access_token, 600);
     }
 
@@ -318,6 +339,19 @@ mod tests {
         )
         .unwrap_err();
         assert_eq!(err.name, "TOKENFN_REFRESH_TTL");
+        for alg in ["es256", "HS256", "none"] {
+            let err = AwsSettings::from_vars(
+                vars(&[
+                    ("TOKENFN_ISSUER", "https://x"),
+                    ("TOKENFN_TABLE", "t"),
+                    ("TOKENFN_SIGNING_ALG", alg),
+                ]),
+                false,
+            )
+            .unwrap_err();
+            assert_eq!(err.name, "TOKENFN_SIGNING_ALG");
+            assert!(err.problem.contains(alg), "{}", err.problem);
+        }
         assert!(err.to_string().contains("ten days"));
     }
 

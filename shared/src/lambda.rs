@@ -488,6 +488,32 @@ mod tests {
         assert_eq!(through_lambda(&router, ev).await.status(), 405);
     }
 
+    #[tokio::test]
+    async fn discovery_answers_its_metadata_without_kms_when_the_alg_is_configured() {
+        let kms = crate::sign::kms::tests::unreachable_client();
+        let signer = crate::sign::KmsSigner::start(kms, &["alias/tokenfn".into()], Some("ES256"));
+        let services = Arc::new(Services::new(
+            Arc::new(SqliteStore::open_in_memory().unwrap()),
+            Arc::new(signer.unwrap()),
+            Arc::new(SystemClock),
+            Config::new("https://id.example.com"),
+        ));
+        let router = DiscoveryRouter::new(services);
+        let get = |path| api_gateway_event("GET", path, "", json!({}), None);
+        let resp = through_lambda(&router, get("/.well-known/openid-configuration")).await;
+        assert_eq!(resp.status(), 200);
+        let metadata: Value = serde_json::from_slice(resp.body()).unwrap();
+        assert_eq!(
+            metadata["id_token_signing_alg_values_supported"],
+            json!(["ES256"])
+        );
+        // The JWK Set is the keys themselves: this KMS cannot be reached.
+        let resp = through_lambda(&router, get("/.well-known/jwks.json")).await;
+        assert_eq!(resp.status(), 503);
+        let body: Value = serde_json::from_slice(resp.body()).unwrap();
+        assert_eq!(body["error"], "temporarily_unavailable");
+    }
+
     /// Events lambda_http's own conversion panics on: each is mended or
     /// refused with a 400 before it gets there.
     #[tokio::test]

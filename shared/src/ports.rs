@@ -269,6 +269,10 @@ pub struct SigningKeys {
 pub trait Signer: Send + Sync {
     /// The keys, read once: a KMS signer waits for its public keys here the
     /// first time (they are fetched in the background from the start).
+    /// The signing key's `alg`, if it is known without reading the keys.
+    fn alg(&self) -> Option<&'static str> {
+        None
+    }
     async fn keys(&self) -> Result<&SigningKeys, StoreError>;
     /// A signature is likely soon: begin, without waiting, what it will
     /// wait for (a KMS signer reads its keys if it has not yet).

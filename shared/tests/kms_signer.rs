@@ -259,7 +259,9 @@ async fn an_alias_signs_with_the_key_it_names() {
 async fn a_signer_started_without_waiting_signs_once_its_keys_are_read() {
     let client = kms().await;
     let key = signing_key(&client, KeySpec::EccNistP256).await;
-    let signer = KmsSigner::start(client, &[key]).unwrap();
+    let signer = KmsSigner::start(client, &[key], Some("ES256")).unwrap();
+    // Configured, the alg is known before the keys are read.
+    assert_eq!(signer.alg(), Some("ES256"));
     // The first signature waits for the read the start began.
     let token = token(&signer, "early").await;
     let SigningKeys { kid, jwks, .. } = keys(&signer).await;
@@ -268,10 +270,26 @@ async fn a_signer_started_without_waiting_signs_once_its_keys_are_read() {
 }
 
 #[tokio::test]
+async fn a_first_key_of_another_alg_than_configured_cannot_sign() {
+    let client = kms().await;
+    let ec = signing_key(&client, KeySpec::EccNistP256).await;
+    let signer = KmsSigner::start(client, std::slice::from_ref(&ec), Some("RS256")).unwrap();
+    let Err(StoreError::Unavailable(message)) = signer.keys().await else {
+        panic!("an ES256 key was taken for RS256");
+    };
+    assert!(message.contains(&ec), "{message}");
+    assert!(
+        message.contains("signs ES256, but TOKENFN_SIGNING_ALG is RS256"),
+        "{message}"
+    );
+    assert!(signer.sign(b"header.claims").await.is_err());
+}
+
+#[tokio::test]
 async fn a_started_signer_with_an_unknown_key_is_unavailable_naming_it() {
     let client = kms().await;
     let unknown = "0b5e7a4c-1111-4222-8333-944455556667".to_owned();
-    let signer = KmsSigner::start(client, std::slice::from_ref(&unknown)).unwrap();
+    let signer = KmsSigner::start(client, std::slice::from_ref(&unknown), None).unwrap();
     let Err(StoreError::Unavailable(message)) = signer.keys().await else {
         panic!("an unknown key was read");
     };

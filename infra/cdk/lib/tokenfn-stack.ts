@@ -372,7 +372,11 @@ export class TokenfnStack extends Stack {
         description: `tokenfn ${name}: ${ROUTES[name].map((r) => `${r.method} ${r.path}`).join(', ')}`,
         environment: {
           ...baseEnvironment,
-          ...(access.keys === 'none' ? {} : { TOKENFN_KMS_KEY_IDS: publishedKeyArns.join(',') }),
+          // The stack's key signs, and it is ECC_NIST_P256: discovery's
+          // metadata says ES256 without waiting for KMS.
+          ...(access.keys === 'none'
+            ? {}
+            : { TOKENFN_KMS_KEY_IDS: publishedKeyArns.join(','), TOKENFN_SIGNING_ALG: 'ES256' }),
           // Without it two-step sign-in answers 503.
           ...(access.totpKey === 'none' ? {} : { TOKENFN_TOTP_KEY_ID: this.totpKey.keyArn }),
           ...(name === 'authorize' ? pageEnvironment : {}),

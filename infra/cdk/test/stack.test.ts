@@ -195,7 +195,7 @@ describe('functions', () => {
       TOKENFN_REUSE_LEEWAY: '0',
       TOKENFN_LOG: 'info',
     };
-    const keys = { TOKENFN_KMS_KEY_IDS: { 'Fn::GetAtt': [keyId, 'Arn'] } };
+    const keys = { TOKENFN_KMS_KEY_IDS: { 'Fn::GetAtt': [keyId, 'Arn'] }, TOKENFN_SIGNING_ALG: 'ES256' };
     const expected: Record<FunctionName, object> = {
       // Without TOKENFN_TOTP_KEY_ID two-step sign-in answers 503.
       authorize: {

@@ -1,6 +1,7 @@
 //! The discovery function: OpenID Provider metadata (OIDC Discovery §3,
-//! RFC 8414) and the JWK Set. Built once, when the signer's keys are first
-//! at hand; no store or KMS call per request.
+//! RFC 8414) and the JWK Set. Each is built once, from the signer's keys
+//! (the metadata only needs their `alg`, which a configured KMS signer knows
+//! without reading them); no store or KMS call per request.
 
 use std::sync::Arc;
 
@@ -30,44 +31,53 @@ pub const ROUTES: &[Route] = &[
 
 pub struct DiscoveryRouter {
     services: Arc<Services>,
-    /// Both documents, encoded once.
-    documents: OnceCell<Documents>,
-}
-
-struct Documents {
-    metadata: Bytes,
-    jwks: Bytes,
+    /// Each document, encoded once.
+    metadata: OnceCell<Bytes>,
+    jwks: OnceCell<Bytes>,
 }
 
 impl DiscoveryRouter {
     pub fn new(services: Arc<Services>) -> Self {
         Self {
             services,
-            documents: OnceCell::new(),
+            metadata: OnceCell::new(),
+            jwks: OnceCell::new(),
         }
     }
 
     pub async fn handle(&self, req: Request) -> Response {
-        let metadata = match (req.method(), req.uri().path()) {
-            (&Method::GET, DISCOVERY) => true,
-            (&Method::GET, JWKS) => false,
+        let document = match (req.method(), req.uri().path()) {
+            (&Method::GET, DISCOVERY) => self.metadata().await,
+            (&Method::GET, JWKS) => self.jwks().await,
             _ => return super::not_routed(ROUTES, &req),
         };
-        match self.documents().await {
-            Ok(d) if metadata => wire::json_public(d.metadata.clone(), 300),
-            Ok(d) => wire::json_public(d.jwks.clone(), 300),
+        match document {
+            Ok(body) => wire::json_public(body.clone(), 300),
             Err(e) => wire::oauth_error(&unavailable(e), false),
         }
     }
 
-    async fn documents(&self) -> Result<&Documents, StoreError> {
-        self.documents
+    /// Needs no key when the signer knows its `alg` beforehand.
+    async fn metadata(&self) -> Result<&Bytes, StoreError> {
+        self.metadata
+            .get_or_try_init(|| async {
+                let signer = &self.services.signer;
+                let alg = match signer.alg() {
+                    Some(alg) => alg,
+                    None => signer.keys().await?.alg,
+                };
+                Ok(Bytes::from(
+                    metadata(&self.services.config, alg).to_string(),
+                ))
+            })
+            .await
+    }
+
+    async fn jwks(&self) -> Result<&Bytes, StoreError> {
+        self.jwks
             .get_or_try_init(|| async {
                 let keys = self.services.signer.keys().await?;
-                Ok(Documents {
-                    metadata: Bytes::from(metadata(&self.services.config, keys.alg).to_string()),
-                    jwks: Bytes::from(keys.jwks.to_string()),
-                })
+                Ok(Bytes::from(keys.jwks.to_string()))
             })
             .await
     }

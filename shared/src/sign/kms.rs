@@ -40,6 +40,8 @@ const P256_SPKI_PREFIX: [u8; 26] = [
 pub struct KmsSigner {
     client: Client,
     key_ids: Vec<String>,
+    /// The `alg` the first key must have, if configured.
+    alg: Option<&'static str>,
     /// Tells the read [`KmsSigner::start`] set up to begin now.
     go: Arc<Notify>,
     /// That read, until the first caller awaits it.
@@ -71,6 +73,14 @@ pub enum KmsInitError {
     UnsupportedSpec { key_id: String, spec: String },
     #[error("KMS returned a public key for {key_id} that is not a valid {spec} key")]
     MalformedPublicKey { key_id: String, spec: String },
+    #[error(
+        "KMS key {key_id} signs {alg}, but TOKENFN_SIGNING_ALG is {expected}: set it to {alg}, or name a key for {expected} first"
+    )]
+    NotTheConfiguredAlg {
+        key_id: String,
+        alg: &'static str,
+        expected: &'static str,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -108,7 +118,7 @@ impl KmsSigner {
     /// Reads the public key of every key in `key_ids` (key ids, ARNs or
     /// aliases) now, in parallel; any key that cannot sign is an error.
     pub async fn new(client: Client, key_ids: &[String]) -> Result<Self, KmsInitError> {
-        let signer = Self::unread(client, key_ids)?;
+        let signer = Self::unread(client, key_ids, None)?;
         signer.loaded().await?;
         Ok(signer)
     }
@@ -119,8 +129,16 @@ impl KmsSigner {
     /// a Lambda container's init waits for no KMS call, and a request that
     /// needs no key is not slowed by the read. A read that failed is tried
     /// again by the next request that needs the keys.
-    pub fn start(client: Client, key_ids: &[String]) -> Result<Self, KmsInitError> {
-        let signer = Self::unread(client, key_ids)?;
+    ///
+    /// `alg` is the JOSE `alg` the first key must sign with, when it is
+    /// known beforehand (`TOKENFN_SIGNING_ALG`): [`Signer::alg`] tells it
+    /// before the read, and a key of another kind is refused.
+    pub fn start(
+        client: Client,
+        key_ids: &[String],
+        alg: Option<&'static str>,
+    ) -> Result<Self, KmsInitError> {
+        let signer = Self::unread(client, key_ids, alg)?;
         let (client, key_ids, go) = (
             signer.client.clone(),
             signer.key_ids.clone(),
@@ -128,7 +146,7 @@ impl KmsSigner {
         );
         let read = tokio::spawn(async move {
             let _ = tokio::time::timeout(IDLE, go.notified()).await;
-            read_keys(client, key_ids).await
+            read_keys(client, key_ids, alg).await
         });
         *signer
             .reading
@@ -137,13 +155,18 @@ impl KmsSigner {
         Ok(signer)
     }
 
-    fn unread(client: Client, key_ids: &[String]) -> Result<Self, KmsInitError> {
+    fn unread(
+        client: Client,
+        key_ids: &[String],
+        alg: Option<&'static str>,
+    ) -> Result<Self, KmsInitError> {
         if key_ids.is_empty() {
             return Err(KmsInitError::NoKeys);
         }
         Ok(Self {
             client,
             key_ids: key_ids.to_vec(),
+            alg,
             go: Arc::new(Notify::new()),
             reading: Mutex::new(None),
             loaded: OnceCell::new(),
@@ -166,15 +189,20 @@ impl KmsSigner {
                             message: e.to_string(),
                         })
                     }),
-                    None => read_keys(self.client.clone(), self.key_ids.clone()).await,
+                    None => read_keys(self.client.clone(), self.key_ids.clone(), self.alg).await,
                 }
             })
             .await
     }
 }
 
-/// `GetPublicKey` for every key, in parallel; the first one signs.
-async fn read_keys(client: Client, key_ids: Vec<String>) -> Result<Loaded, KmsInitError> {
+/// `GetPublicKey` for every key, in parallel; the first one signs, with
+/// `alg` if that is given.
+async fn read_keys(
+    client: Client,
+    key_ids: Vec<String>,
+    alg: Option<&'static str>,
+) -> Result<Loaded, KmsInitError> {
     let tasks: Vec<_> = key_ids
         .iter()
         .map(|id| tokio::spawn(public_key(client.clone(), id.clone())))
@@ -198,6 +226,13 @@ async fn read_keys(client: Client, key_ids: Vec<String>) -> Result<Loaded, KmsIn
     let Some(first) = keys.into_iter().next() else {
         return Err(KmsInitError::NoKeys);
     };
+    if let Some(expected) = alg.filter(|a| *a != first.alg.jose()) {
+        return Err(KmsInitError::NotTheConfiguredAlg {
+            key_id: first.key_arn,
+            alg: first.alg.jose(),
+            expected,
+        });
+    }
     let kid = jwk::kid(&first.jwk).to_owned();
     tracing::info!(
         key = %first.key_arn,
@@ -356,6 +391,10 @@ pub(crate) fn error_chain(err: &dyn std::error::Error) -> String {
 
 #[async_trait]
 impl Signer for KmsSigner {
+    fn alg(&self) -> Option<&'static str> {
+        self.loaded.get().map(|l| l.keys.alg).or(self.alg)
+    }
+
     fn prepare(&self) {
         self.go.notify_one();
     }
@@ -407,7 +446,7 @@ fn unreadable(e: KmsInitError) -> StoreError {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     /// DER of `SEQUENCE { INTEGER r, INTEGER s }` from the INTEGER contents.
@@ -529,7 +568,8 @@ mod tests {
 
     /// A signer whose client points at a closed loopback port: the real SDK
     /// failing to connect, no mock.
-    fn unreachable_client() -> Client {
+    /// A client of a KMS at a closed loopback port.
+    pub(crate) fn unreachable_client() -> Client {
         use aws_sdk_kms::config::{BehaviorVersion, Credentials, Region, retry::RetryConfig};
         let config = aws_sdk_kms::Config::builder()
             .behavior_version(BehaviorVersion::latest())
@@ -547,6 +587,7 @@ mod tests {
         KmsSigner {
             client: unreachable_client(),
             key_ids: vec![key_arn.into()],
+            alg: None,
             go: Arc::new(Notify::new()),
             reading: Mutex::new(None),
             loaded: OnceCell::new_with(Some(Loaded {
@@ -563,7 +604,8 @@ mod tests {
 
     #[tokio::test]
     async fn a_started_signer_reads_its_keys_when_left_idle() {
-        let signer = KmsSigner::start(unreachable_client(), &["alias/tokenfn".into()]).unwrap();
+        let signer =
+            KmsSigner::start(unreachable_client(), &["alias/tokenfn".into()], None).unwrap();
         tokio::time::sleep(IDLE * 20).await;
         let reading = signer.reading.lock().unwrap();
         // Nothing asked for the keys, and the read has been tried (and failed).
@@ -572,7 +614,8 @@ mod tests {
 
     #[tokio::test]
     async fn keys_that_cannot_be_read_leave_the_signer_unavailable_and_are_read_again() {
-        let signer = KmsSigner::start(unreachable_client(), &["alias/tokenfn".into()]).unwrap();
+        let signer =
+            KmsSigner::start(unreachable_client(), &["alias/tokenfn".into()], None).unwrap();
         for _ in 0..2 {
             let Err(StoreError::Unavailable(message)) = signer.keys().await else {
                 panic!("the keys of an unreachable KMS were read");
@@ -585,7 +628,7 @@ mod tests {
             assert!(matches!(err, StoreError::Unavailable(_)), "{err:?}");
         }
         assert!(matches!(
-            KmsSigner::start(unreachable_client(), &[]),
+            KmsSigner::start(unreachable_client(), &[], None),
             Err(KmsInitError::NoKeys)
         ));
     }

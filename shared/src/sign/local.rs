@@ -94,6 +94,10 @@ pub(crate) fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
 
 #[async_trait]
 impl Signer for LocalSigner {
+    fn alg(&self) -> Option<&'static str> {
+        Some(self.keys.alg)
+    }
+
     async fn keys(&self) -> Result<&SigningKeys, StoreError> {
         Ok(&self.keys)
     }
