@@ -267,12 +267,12 @@ pub struct SigningKeys {
 /// Makes JWS signatures. The first configured key signs; all are published.
 #[async_trait]
 pub trait Signer: Send + Sync {
-    /// The keys, read once: a KMS signer waits for its public keys here the
-    /// first time (they are fetched in the background from the start).
     /// The signing key's `alg`, if it is known without reading the keys.
     fn alg(&self) -> Option<&'static str> {
         None
     }
+    /// The keys, read once: the first call may wait for a KMS signer's
+    /// read of its public keys.
     async fn keys(&self) -> Result<&SigningKeys, StoreError>;
     /// A signature is likely soon: begin, without waiting, what it will
     /// wait for (a KMS signer reads its keys if it has not yet).

@@ -270,6 +270,26 @@ async fn a_signer_started_without_waiting_signs_once_its_keys_are_read() {
 }
 
 #[tokio::test]
+async fn a_background_read_that_failed_is_read_again_when_the_keys_are_needed() {
+    let client = kms().await;
+    let key = signing_key(&client, KeySpec::EccNistP256).await;
+    let alias = format!("alias/tokenfn-later-{key}");
+    let signer = KmsSigner::start(client.clone(), std::slice::from_ref(&alias), None).unwrap();
+    // The read begins on its own after IDLE, and fails: no such alias yet.
+    tokio::time::sleep(tokenfn_core::sign::kms::IDLE * 30).await;
+    client
+        .create_alias()
+        .alias_name(&alias)
+        .target_key_id(&key)
+        .send()
+        .await
+        .expect("CreateAlias");
+    let token = token(&signer, "later").await;
+    let SigningKeys { jwks, .. } = keys(&signer).await;
+    assert_eq!(verify(&token, &jwks).unwrap()["sub"], "later");
+}
+
+#[tokio::test]
 async fn a_first_key_of_another_alg_than_configured_cannot_sign() {
     let client = kms().await;
     let ec = signing_key(&client, KeySpec::EccNistP256).await;

@@ -182,14 +182,21 @@ impl KmsSigner {
                     .lock()
                     .unwrap_or_else(PoisonError::into_inner)
                     .take();
-                match started {
-                    Some(read) => read.await.unwrap_or_else(|e| {
-                        Err(KmsInitError::Unavailable {
-                            key_id: self.key_ids.join(", "),
-                            message: e.to_string(),
-                        })
+                let again = || read_keys(self.client.clone(), self.key_ids.clone(), self.alg);
+                let Some(read) = started else {
+                    return again().await;
+                };
+                // A read that had failed before anyone waited for it is old
+                // news: this request reads again.
+                let stale = read.is_finished();
+                match read.await {
+                    Ok(Ok(loaded)) => Ok(loaded),
+                    _ if stale => again().await,
+                    Ok(Err(e)) => Err(e),
+                    Err(e) => Err(KmsInitError::Unavailable {
+                        key_id: self.key_ids.join(", "),
+                        message: e.to_string(),
                     }),
-                    None => read_keys(self.client.clone(), self.key_ids.clone(), self.alg).await,
                 }
             })
             .await
@@ -566,9 +573,8 @@ pub(crate) mod tests {
         assert!(rsa_jwk(spki.as_ref()).is_none());
     }
 
-    /// A signer whose client points at a closed loopback port: the real SDK
-    /// failing to connect, no mock.
-    /// A client of a KMS at a closed loopback port.
+    /// A client of a KMS at a closed loopback port: the real SDK failing to
+    /// connect, no mock.
     pub(crate) fn unreachable_client() -> Client {
         use aws_sdk_kms::config::{BehaviorVersion, Credentials, Region, retry::RetryConfig};
         let config = aws_sdk_kms::Config::builder()
