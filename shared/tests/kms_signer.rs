@@ -41,6 +41,16 @@ async fn create_key(client: &Client, spec: KeySpec, usage: KeyUsageType) -> Stri
         .to_owned()
 }
 
+async fn create_alias(client: &Client, alias: &str, key: &str) {
+    client
+        .create_alias()
+        .alias_name(alias)
+        .target_key_id(key)
+        .send()
+        .await
+        .expect("CreateAlias");
+}
+
 async fn signing_key(client: &Client, spec: KeySpec) -> String {
     create_key(client, spec, KeyUsageType::SignVerify).await
 }
@@ -240,13 +250,7 @@ async fn an_alias_signs_with_the_key_it_names() {
     let client = kms().await;
     let key = signing_key(&client, KeySpec::EccNistP256).await;
     let alias = format!("alias/tokenfn-test-{key}");
-    client
-        .create_alias()
-        .alias_name(&alias)
-        .target_key_id(&key)
-        .send()
-        .await
-        .expect("CreateAlias");
+    create_alias(&client, &alias, &key).await;
     // Named twice (alias and id): published once.
     let signer = KmsSigner::new(client, &[alias, key]).await.unwrap();
     let SigningKeys { kid, jwks, .. } = keys(&signer).await;
@@ -277,13 +281,7 @@ async fn a_background_read_that_failed_is_read_again_when_the_keys_are_needed() 
     let signer = KmsSigner::start(client.clone(), std::slice::from_ref(&alias), None).unwrap();
     // The read begins on its own after IDLE, and fails: no such alias yet.
     tokio::time::sleep(tokenfn_core::sign::kms::IDLE * 30).await;
-    client
-        .create_alias()
-        .alias_name(&alias)
-        .target_key_id(&key)
-        .send()
-        .await
-        .expect("CreateAlias");
+    create_alias(&client, &alias, &key).await;
     let token = token(&signer, "later").await;
     let SigningKeys { jwks, .. } = keys(&signer).await;
     assert_eq!(verify(&token, &jwks).unwrap()["sub"], "later");
