@@ -41,16 +41,6 @@ async fn create_key(client: &Client, spec: KeySpec, usage: KeyUsageType) -> Stri
         .to_owned()
 }
 
-async fn create_alias(client: &Client, alias: &str, key: &str) {
-    client
-        .create_alias()
-        .alias_name(alias)
-        .target_key_id(key)
-        .send()
-        .await
-        .expect("CreateAlias");
-}
-
 async fn signing_key(client: &Client, spec: KeySpec) -> String {
     create_key(client, spec, KeyUsageType::SignVerify).await
 }
@@ -250,7 +240,13 @@ async fn an_alias_signs_with_the_key_it_names() {
     let client = kms().await;
     let key = signing_key(&client, KeySpec::EccNistP256).await;
     let alias = format!("alias/tokenfn-test-{key}");
-    create_alias(&client, &alias, &key).await;
+    client
+        .create_alias()
+        .alias_name(&alias)
+        .target_key_id(&key)
+        .send()
+        .await
+        .expect("CreateAlias");
     // Named twice (alias and id): published once.
     let signer = KmsSigner::new(client, &[alias, key]).await.unwrap();
     let SigningKeys { kid, jwks, .. } = keys(&signer).await;
@@ -271,20 +267,6 @@ async fn a_signer_started_without_waiting_signs_once_its_keys_are_read() {
     let SigningKeys { kid, jwks, .. } = keys(&signer).await;
     assert_eq!(kids(&jwks), [kid]);
     assert_eq!(verify(&token, &jwks).unwrap()["sub"], "early");
-}
-
-#[tokio::test]
-async fn a_background_read_that_failed_is_read_again_when_the_keys_are_needed() {
-    let client = kms().await;
-    let key = signing_key(&client, KeySpec::EccNistP256).await;
-    let alias = format!("alias/tokenfn-later-{key}");
-    let signer = KmsSigner::start(client.clone(), std::slice::from_ref(&alias), None).unwrap();
-    // The read begins on its own after IDLE, and fails: no such alias yet.
-    tokio::time::sleep(tokenfn_core::sign::kms::IDLE * 30).await;
-    create_alias(&client, &alias, &key).await;
-    let token = token(&signer, "later").await;
-    let SigningKeys { jwks, .. } = keys(&signer).await;
-    assert_eq!(verify(&token, &jwks).unwrap()["sub"], "later");
 }
 
 #[tokio::test]

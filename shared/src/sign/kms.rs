@@ -618,6 +618,51 @@ pub(crate) mod tests {
         assert!(reading.as_ref().is_some_and(JoinHandle::is_finished));
     }
 
+    /// Against moto's server: a KMS whose answer changes between two reads.
+    #[tokio::test]
+    async fn a_background_read_that_failed_is_read_again_when_the_keys_are_needed() {
+        assert!(
+            std::env::var_os("AWS_ENDPOINT_URL").is_some(),
+            "needs moto running and AWS_ENDPOINT_URL pointing at it (scripts/test.sh starts it)"
+        );
+        let client = Client::new(&crate::aws::sdk_config().await);
+        let created = client
+            .create_key()
+            .key_spec(KeySpec::EccNistP256)
+            .key_usage(KeyUsageType::SignVerify)
+            .send()
+            .await
+            .expect("CreateKey");
+        let key = created.key_metadata().expect("key metadata").key_id();
+        let alias = format!("alias/tokenfn-later-{key}");
+        let signer = KmsSigner::start(client.clone(), std::slice::from_ref(&alias), None).unwrap();
+        // Left idle, it reads on its own, and fails: there is no such alias yet.
+        let finished = || {
+            let reading = signer.reading.lock().unwrap();
+            reading.as_ref().is_some_and(JoinHandle::is_finished)
+        };
+        for _ in 0..1000 {
+            if finished() {
+                break;
+            }
+            tokio::time::sleep(IDLE).await;
+        }
+        assert!(finished(), "the idle read did not end");
+        client
+            .create_alias()
+            .alias_name(&alias)
+            .target_key_id(key)
+            .send()
+            .await
+            .expect("CreateAlias");
+        let keys = signer
+            .keys()
+            .await
+            .expect("read again, the alias now exists");
+        assert_eq!(keys.alg, "ES256");
+        assert_eq!(signer.sign(b"header.claims").await.unwrap().len(), 64);
+    }
+
     #[tokio::test]
     async fn keys_that_cannot_be_read_leave_the_signer_unavailable_and_are_read_again() {
         let signer =
