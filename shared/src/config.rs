@@ -210,7 +210,7 @@ pub struct AwsSettings {
 }
 
 /// The values `TOKENFN_SIGNING_ALG` may take: what KMS keys sign with here.
-pub const SIGNING_ALGS: [&str; 2] = ["ES256", "RS256"];
+const SIGNING_ALGS: [&str; 2] = ["ES256", "RS256"];
 
 impl AwsSettings {
     /// Reads the settings through `var` (the process environment in

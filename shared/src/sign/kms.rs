@@ -138,7 +138,7 @@ impl KmsSigner {
         key_ids: &[String],
         alg: Option<&'static str>,
     ) -> Result<Self, KmsInitError> {
-        let signer = Self::unread(client, key_ids, alg)?;
+        let mut signer = Self::unread(client, key_ids, alg)?;
         let (client, key_ids, go) = (
             signer.client.clone(),
             signer.key_ids.clone(),
@@ -148,10 +148,7 @@ impl KmsSigner {
             let _ = tokio::time::timeout(IDLE, go.notified()).await;
             read_keys(client, key_ids, alg).await
         });
-        *signer
-            .reading
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner) = Some(read);
+        signer.reading = Mutex::new(Some(read));
         Ok(signer)
     }
 
@@ -174,9 +171,10 @@ impl KmsSigner {
     }
 
     async fn loaded(&self) -> Result<&Loaded, KmsInitError> {
-        self.go.notify_one();
         self.loaded
             .get_or_try_init(|| async {
+                // The read that start() set up may still be waiting: begin it.
+                self.go.notify_one();
                 let started = self
                     .reading
                     .lock()
