@@ -407,6 +407,28 @@ async fn requiring_mfa_stops_refresh_tokens_of_grants_made_without_it() {
 }
 
 #[tokio::test]
+async fn a_refresh_token_from_before_locators_still_works() {
+    let env = Env::new(200).await;
+    // Written as tokenfn wrote refresh tokens before they carried a locator:
+    // a bare random value, stored under its bare hash.
+    let old = "Zm9vYmFyYmF6cXV4Zm9vYmFyYmF6cXV4Zm9vYmFyYmF6";
+    mfa_grant(&env, "bob", "pw", old).await;
+    let r = env.refresh(old).await;
+    assert_eq!(r.status(), 200, "{}", body(&r));
+    let next = json(&r)["refresh_token"].as_str().unwrap().to_owned();
+    let (locator, secret) = next.split_once('.').expect("a locator");
+    assert!(
+        locator.len() == 14 && u64::from_str_radix(locator, 16).is_ok(),
+        "{next}"
+    );
+    assert_eq!(secret.len(), 43);
+    assert_eq!(env.introspect(&next, ("pw", SECRET)).await["active"], true);
+    // The old one was consumed by that rotation: using it again is reuse.
+    let (_, code, _) = error_triple(&env.refresh(old).await);
+    assert_eq!(code, "invalid_grant");
+}
+
+#[tokio::test]
 async fn a_new_grant_beyond_the_cap_revokes_the_oldest() {
     let env = Env::new(3).await;
     let mut tokens = Vec::new();

@@ -36,27 +36,15 @@ impl Secrets {
     }
 
     /// Each secret as the bytes to look for: the text itself, and the bytes
-    /// it encodes (base64url or base32) raw, in hex and in base64.
+    /// it encodes (base64url or base32) raw, in hex and in base64. A value
+    /// made of dotted parts is also looked for by its last part, the secret
+    /// one: a JWT's signature, a refresh token's random part.
     fn needles(&self) -> Vec<(String, Vec<u8>)> {
         let mut out = Vec::new();
         for (what, value) in &self.0 {
-            out.push((what.clone(), value.as_bytes().to_vec()));
-            let decoded = URL_SAFE_NO_PAD.decode(value).ok().or_else(|| base32(value));
-            if let Some(bytes) = decoded.filter(|b| b.len() >= 16) {
-                out.push((format!("{what} (raw bytes)"), bytes.clone()));
-                out.push((format!("{what} (hex)"), hex(&bytes).into_bytes()));
-                out.push((
-                    format!("{what} (HEX)"),
-                    hex(&bytes).to_uppercase().into_bytes(),
-                ));
-                out.push((
-                    format!("{what} (base64)"),
-                    STANDARD.encode(&bytes).into_bytes(),
-                ));
-            }
-            // A JWT's signature is the secret part of it.
-            if let Some(sig) = value.split('.').nth(2) {
-                out.push((format!("{what} (signature)"), sig.as_bytes().to_vec()));
+            encodings(&mut out, what, value);
+            if let Some((_, last)) = value.rsplit_once('.').filter(|(_, l)| l.len() >= 16) {
+                encodings(&mut out, &format!("{what} (its last part)"), last);
             }
         }
         out
@@ -69,6 +57,24 @@ impl Secrets {
             .filter(|(_, needle)| find(haystack, needle).is_some())
             .map(|(what, _)| format!("{what}, in {where_}"))
             .collect()
+    }
+}
+
+/// `value` as text and, when it encodes 16 bytes or more, as those bytes.
+fn encodings(out: &mut Vec<(String, Vec<u8>)>, what: &str, value: &str) {
+    out.push((what.to_owned(), value.as_bytes().to_vec()));
+    let decoded = URL_SAFE_NO_PAD.decode(value).ok().or_else(|| base32(value));
+    if let Some(bytes) = decoded.filter(|b| b.len() >= 16) {
+        out.push((format!("{what} (raw bytes)"), bytes.clone()));
+        out.push((format!("{what} (hex)"), hex(&bytes).into_bytes()));
+        out.push((
+            format!("{what} (HEX)"),
+            hex(&bytes).to_uppercase().into_bytes(),
+        ));
+        out.push((
+            format!("{what} (base64)"),
+            STANDARD.encode(&bytes).into_bytes(),
+        ));
     }
 }
 

@@ -6,7 +6,7 @@ use serde::Serialize;
 
 use super::{Services, no_randomness, unavailable};
 use crate::domain::scope::{OFFLINE_ACCESS, OPENID};
-use crate::domain::secret::{self, hash, log_prefix};
+use crate::domain::secret::{self, hash, log_prefix, refresh_key};
 use crate::domain::token::{AccessClaims, IdClaims};
 use crate::domain::{
     Client, ClientAuth, Grant, GrantType, OAuthError, RefreshToken, RefreshView, Scopes, pkce,
@@ -93,13 +93,13 @@ impl Services {
             last_used_at: now,
         };
         let refresh_token = if refresh {
-            Some(secret::new_secret().map_err(no_randomness)?)
+            Some(secret::new_refresh_token().map_err(no_randomness)?)
         } else {
             None
         };
-        let record = refresh_token
-            .as_deref()
-            .map(|t| RefreshToken::issue(hash(t), &grant, client.lifetimes.refresh_idle, now));
+        let record = refresh_token.as_deref().map(|t| {
+            RefreshToken::issue(refresh_key(t), &grant, client.lifetimes.refresh_idle, now)
+        });
         Ok(NewGrant {
             grant,
             refresh_token,
@@ -292,7 +292,7 @@ impl Services {
         scope: Option<&Scopes>,
     ) -> Result<TokenResponse, OAuthError> {
         let now = self.clock.now();
-        let old_hash = hash(refresh_token);
+        let old_hash = refresh_key(refresh_token);
         let (client, view) = self.client_and_refresh(auth, &old_hash, now).await?;
         if !client.allows(GrantType::RefreshToken) {
             return Err(OAuthError::unauthorized_client(
@@ -311,9 +311,9 @@ impl Services {
             return Err(self.refresh_reused(&view.grant.id, &old_hash, now).await);
         }
 
-        let new_token = secret::new_secret().map_err(no_randomness)?;
+        let new_token = secret::new_refresh_token().map_err(no_randomness)?;
         let successor = RefreshToken::issue(
-            hash(&new_token),
+            refresh_key(&new_token),
             &view.grant,
             client.lifetimes.refresh_idle,
             now,
@@ -477,7 +477,7 @@ impl Services {
     /// do not know (or an access token, which expires on its own) is a success.
     pub async fn revoke(&self, auth: &ClientAuth, token: &str) -> Result<(), OAuthError> {
         let now = self.clock.now();
-        let token_hash = hash(token);
+        let token_hash = refresh_key(token);
         let (client, view) = self.client_and_refresh(auth, &token_hash, now).await?;
         let Some(view) = view else {
             return Ok(());

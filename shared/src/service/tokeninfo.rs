@@ -6,7 +6,7 @@ use serde_json::{Map, Value, json};
 
 use super::{Services, unavailable};
 use crate::domain::scope::OPENID;
-use crate::domain::secret::hash;
+use crate::domain::secret::refresh_key;
 use crate::domain::{ClientAuth, OAuthError};
 use crate::sign::verify::AccessToken;
 
@@ -131,8 +131,9 @@ impl Services {
         token: &str,
     ) -> Result<Introspection, OAuthError> {
         let now = self.clock.now();
-        // A JWT has two dots; our refresh tokens are base64url, which has none.
-        if token.contains('.') {
+        // A JWT has two dots; a refresh token has one (after its locator)
+        // or, issued before locators, none.
+        if token.bytes().filter(|&b| b == b'.').count() == 2 {
             let (client, access) =
                 tokio::join!(self.client_for(auth), self.live_access_token(token, now));
             client?;
@@ -154,7 +155,7 @@ impl Services {
                 },
             });
         }
-        let token_hash = hash(token);
+        let token_hash = refresh_key(token);
         let (client, view) = self.client_and_refresh(auth, &token_hash, now).await?;
         let Some(mut view) = view else {
             return Ok(Introspection::inactive());
