@@ -88,8 +88,8 @@ pub fn refresh_key(token: &str) -> String {
 }
 
 /// The first characters of a hash, enough to correlate log lines and never
-/// enough to matter (DESIGN invariant 8).
-/// A [`refresh_key`]'s locator is skipped: it only says when.
+/// enough to matter (DESIGN invariant 8). A [`refresh_key`]'s locator is
+/// skipped: it only says when.
 pub fn log_prefix(hash: &str) -> &str {
     let hash = hash.rsplit_once('.').map_or(hash, |(_, h)| h);
     hash.get(..8).unwrap_or(hash)
