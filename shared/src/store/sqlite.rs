@@ -30,7 +30,7 @@ use crate::ports::{Failures, Redeemed, Rotated, Store, StoreError};
 
 /// Bumped whenever the schema changes; a file written by a newer build is
 /// refused rather than misread.
-const SCHEMA_VERSION: i64 = 3;
+const SCHEMA_VERSION: i64 = 4;
 
 /// Long enough to ride out another process's write transaction (they are
 /// all a few statements), short enough that a stuck writer becomes a 503
@@ -46,9 +46,9 @@ const GC_EVERY: u64 = 64;
 /// saturation the log grows by about 25,000 pages a second, but a
 /// checkpoint copies each page once, whatever its number of versions, and
 /// the rotations of an instant write the same few pages: the last pages of
-/// the table and of its key and expiry indexes (refresh keys sort by when
-/// they were made, `secret::refresh_key`), and a leaf of the grant index
-/// per active grant. Copying often keeps each checkpoint's fsyncs short,
+/// the table and of its key index (refresh keys sort by when they were
+/// made, `secret::refresh_key`), a leaf of the expiry index for each grant
+/// in use, and the grants' rows. Copying often keeps each checkpoint's fsyncs short,
 /// and so the checkpoint a commit must run now and then (below). In the
 /// refresh benchmark, 15, 30 and 250 ms gave p99 3.0-3.4, 3.0-3.5 and
 /// 3.9-4.2 ms. With nothing to copy, a checkpoint reads the log's index
@@ -145,8 +145,6 @@ CREATE TABLE IF NOT EXISTS grants (
 CREATE INDEX IF NOT EXISTS grants_by_user ON grants (user_id, client_id);
 CREATE INDEX IF NOT EXISTS grants_by_client ON grants (client_id);
 
--- Invariant 4: a token belongs to exactly one grant, and revoking the grant
--- (one UPDATE) kills the token because every use joins the grant.
 -- Failed attempts per throttling key (password grant: per user, per client).
 CREATE TABLE IF NOT EXISTS failures (
     key        TEXT PRIMARY KEY NOT NULL,
@@ -156,9 +154,16 @@ CREATE TABLE IF NOT EXISTS failures (
 ) STRICT;
 CREATE INDEX IF NOT EXISTS failures_by_expiry ON failures (expires_at);
 
+-- Invariant 4: a token belongs to exactly one grant, and revoking the grant
+-- (one UPDATE) kills the token because every use joins the grant. A token is
+-- inserted only in the transaction that reads or creates its grant. There is
+-- no foreign key to grants and no index by grant (schema version 4): the
+-- rotations would write that index at each grant's place, a page for each
+-- grant in use, and a foreign key without it makes a grant's delete scan
+-- the table.
 CREATE TABLE IF NOT EXISTS refresh_tokens (
     hash            TEXT PRIMARY KEY NOT NULL,
-    grant_id        TEXT NOT NULL REFERENCES grants (id) ON DELETE CASCADE,
+    grant_id        TEXT NOT NULL,
     client_id       TEXT NOT NULL,
     user_id         TEXT NOT NULL,
     created_at      INTEGER NOT NULL,
@@ -167,7 +172,6 @@ CREATE TABLE IF NOT EXISTS refresh_tokens (
     consumed_at     INTEGER,
     successor_hash  TEXT
 ) STRICT;
-CREATE INDEX IF NOT EXISTS refresh_tokens_by_grant ON refresh_tokens (grant_id);
 CREATE INDEX IF NOT EXISTS refresh_tokens_by_expiry ON refresh_tokens (expires_at);
 
 -- Device authorization (RFC 8628), schema version 3. Rows are kept until
@@ -303,7 +307,25 @@ impl SqliteStore {
                 "the database was written by a newer tokenfn (schema version too new)",
             ));
         }
+        if (1..4).contains(&version) {
+            // Version 4 dropped the refresh tokens' foreign key and grant
+            // index. SQLite cannot drop a foreign key in place: the old table
+            // steps aside (its indexes go with it), SCHEMA makes the new one,
+            // and the rows move across below.
+            tx.execute_batch(
+                "ALTER TABLE refresh_tokens RENAME TO refresh_tokens_v3;
+                 DROP INDEX IF EXISTS refresh_tokens_by_grant;
+                 DROP INDEX IF EXISTS refresh_tokens_by_expiry;",
+            )?;
+        }
         tx.execute_batch(SCHEMA)?;
+        if (1..4).contains(&version) {
+            tx.execute_batch(&format!(
+                "INSERT INTO refresh_tokens ({REFRESH_COLUMNS})
+                     SELECT {REFRESH_COLUMNS} FROM refresh_tokens_v3;
+                 DROP TABLE refresh_tokens_v3;"
+            ))?;
+        }
         if version == 1 {
             // Version 2 added the second factor to users.
             tx.execute_batch(
@@ -960,17 +982,7 @@ impl Store for SqliteStore {
         refresh: Option<&RefreshToken>,
     ) -> Result<(), StoreError> {
         self.run("create_grant", move |conn| {
-            atomically(
-                conn,
-                |tx| {
-                    insert_grant(tx, grant)?;
-                    if let Some(token) = refresh {
-                        insert_refresh(tx, token)?;
-                    }
-                    Ok(())
-                },
-                |_| true,
-            )
+            atomically(conn, |tx| insert_grant_with(tx, grant, refresh), |_| true)
         })
         .await
     }
@@ -1392,10 +1404,7 @@ fn redeem_device_in(
     }
     tx.prepare_cached("UPDATE device_codes SET consumed_at = ?2, grant_id = ?3 WHERE hash = ?1")?
         .execute(params![hash, now, grant.id])?;
-    insert_grant(tx, grant)?;
-    if let Some(token) = refresh {
-        insert_refresh(tx, token)?;
-    }
+    insert_grant_with(tx, grant, refresh)?;
     Ok(true)
 }
 
@@ -1440,10 +1449,7 @@ fn redeem_in(
         Some((None, _)) => {
             tx.prepare_cached("UPDATE codes SET consumed_at = ?2 WHERE hash = ?1")?
                 .execute(params![hash, now])?;
-            insert_grant(tx, grant)?;
-            if let Some(token) = refresh {
-                insert_refresh(tx, token)?;
-            }
+            insert_grant_with(tx, grant, refresh)?;
             Ok(Redeemed::Issued)
         }
     }
@@ -1513,6 +1519,11 @@ fn rotate_in(
         }
     };
 
+    if successor.grant_id != old.grant_id {
+        return Err(Failure::Conflict(
+            "the successor belongs to another grant".into(),
+        ));
+    }
     let consumed = tx
         .prepare_cached(
             "UPDATE refresh_tokens SET consumed_at = ?2, successor_hash = ?3
@@ -1689,6 +1700,23 @@ fn insert_grant(tx: &Transaction<'_>, g: &Grant) -> Result<(), Failure> {
     }
 }
 
+/// `grant` and its first refresh token, which must be the grant's: nothing
+/// else ties a token to an existing grant (see the schema).
+fn insert_grant_with(
+    tx: &Transaction<'_>,
+    grant: &Grant,
+    refresh: Option<&RefreshToken>,
+) -> Result<(), Failure> {
+    insert_grant(tx, grant)?;
+    match refresh {
+        Some(token) if token.grant_id != grant.id => Err(Failure::Conflict(
+            "the refresh token belongs to another grant".into(),
+        )),
+        Some(token) => insert_refresh(tx, token),
+        None => Ok(()),
+    }
+}
+
 fn insert_refresh(tx: &Connection, t: &RefreshToken) -> Result<(), Failure> {
     let inserted = tx
         .prepare_cached(&format!(
@@ -1709,9 +1737,6 @@ fn insert_refresh(tx: &Connection, t: &RefreshToken) -> Result<(), Failure> {
         Ok(_) => Ok(()),
         Err(e) if constraint_kind(&e) == Some(rusqlite::ffi::SQLITE_CONSTRAINT_PRIMARYKEY) => Err(
             Failure::Conflict("a refresh token with this hash exists".into()),
-        ),
-        Err(e) if constraint_kind(&e) == Some(rusqlite::ffi::SQLITE_CONSTRAINT_FOREIGNKEY) => Err(
-            Failure::Conflict("the refresh token's grant does not exist".into()),
         ),
         Err(e) => Err(e.into()),
     }
@@ -1899,6 +1924,94 @@ mod tests {
         let view = store.find_refresh(&first.hash, T).await.unwrap().unwrap();
         assert_eq!(view.token, first);
         assert_eq!(view.grant, grant("g1"));
+    }
+
+    #[tokio::test]
+    async fn a_version_3_file_keeps_its_refresh_tokens_without_the_foreign_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.db");
+        let store = SqliteStore::open(&path).unwrap();
+        let first = issue(&store, &grant("g1"), "r0").await;
+        drop(store);
+        // The refresh-token table as version 3 made it.
+        raw(&path)
+            .execute_batch(&format!(
+                "ALTER TABLE refresh_tokens RENAME TO t4;
+                 DROP INDEX refresh_tokens_by_expiry;
+                 CREATE TABLE refresh_tokens (
+                     hash            TEXT PRIMARY KEY NOT NULL,
+                     grant_id        TEXT NOT NULL REFERENCES grants (id) ON DELETE CASCADE,
+                     client_id       TEXT NOT NULL,
+                     user_id         TEXT NOT NULL,
+                     created_at      INTEGER NOT NULL,
+                     idle_expires_at INTEGER NOT NULL,
+                     expires_at      INTEGER NOT NULL,
+                     consumed_at     INTEGER,
+                     successor_hash  TEXT
+                 ) STRICT;
+                 CREATE INDEX refresh_tokens_by_grant ON refresh_tokens (grant_id);
+                 CREATE INDEX refresh_tokens_by_expiry ON refresh_tokens (expires_at);
+                 INSERT INTO refresh_tokens SELECT {REFRESH_COLUMNS} FROM t4;
+                 DROP TABLE t4;
+                 PRAGMA user_version = 3;"
+            ))
+            .unwrap();
+
+        let store = SqliteStore::open(&path).unwrap();
+        let view = store.find_refresh(&first.hash, T).await.unwrap().unwrap();
+        assert_eq!(view.token, first);
+        let conn = raw(&path);
+        let count = |sql: &str| -> i64 { conn.query_row(sql, [], |r| r.get(0)).unwrap() };
+        assert_eq!(count("PRAGMA user_version"), SCHEMA_VERSION);
+        assert_eq!(
+            count("SELECT count(*) FROM pragma_foreign_key_list('refresh_tokens')"),
+            0
+        );
+        assert_eq!(
+            count(
+                "SELECT count(*) FROM sqlite_schema
+                 WHERE name IN ('refresh_tokens_by_grant', 'refresh_tokens_v3')"
+            ),
+            0
+        );
+        assert_eq!(
+            count(
+                "SELECT count(*) FROM sqlite_schema
+                 WHERE name = 'refresh_tokens_by_expiry' AND tbl_name = 'refresh_tokens'"
+            ),
+            1
+        );
+        let next = RefreshToken::issue(hash("r1"), &grant("g1"), 3_600, T + 1);
+        assert_eq!(
+            store
+                .rotate_refresh(&first.hash, &next, 0, T + 1)
+                .await
+                .unwrap(),
+            Rotated::Rotated
+        );
+    }
+
+    #[tokio::test]
+    async fn a_refresh_token_of_another_grant_is_refused() {
+        let store = SqliteStore::open_in_memory().unwrap();
+        let first = issue(&store, &grant("g1"), "r0").await;
+        let strays = RefreshToken::issue(hash("stray"), &grant("g2"), 3_600, T);
+        assert!(matches!(
+            store.create_grant(&grant("g3"), Some(&strays)).await,
+            Err(StoreError::Conflict(_))
+        ));
+        assert_eq!(store.get_grant("g3").await.unwrap(), None);
+        assert!(matches!(
+            store.rotate_refresh(&first.hash, &strays, 0, T + 1).await,
+            Err(StoreError::Conflict(_))
+        ));
+        let view = store
+            .find_refresh(&first.hash, T + 1)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(view.token.consumed_at, None, "the failed rotation left it");
+        assert_eq!(store.find_refresh(&strays.hash, T).await.unwrap(), None);
     }
 
     #[tokio::test]
