@@ -48,11 +48,11 @@ const GC_EVERY: u64 = 64;
 /// the rotations of an instant write the same few pages: the last pages of
 /// the table and of its key index (refresh keys sort by when they were
 /// made, `secret::refresh_key`), a leaf of the expiry index for each grant
-/// in use, and the grants' rows. Copying often keeps each checkpoint's fsyncs short,
-/// and so the checkpoint a commit must run now and then (below). In the
-/// refresh benchmark, 15, 30 and 250 ms gave p99 3.0-3.4, 3.0-3.5 and
-/// 3.9-4.2 ms. With nothing to copy, a checkpoint reads the log's index
-/// and returns.
+/// in use (a token expires with its grant), and the grants' rows. Copying
+/// often keeps each checkpoint's fsyncs short, and so the checkpoint a
+/// commit must run now and then (below). In the refresh benchmark, 15, 30
+/// and 250 ms gave p99 3.0-3.4, 3.0-3.5 and 3.9-4.2 ms. With nothing to
+/// copy, a checkpoint reads the log's index and returns.
 const CHECKPOINT_EVERY: Duration = Duration::from_millis(30);
 
 /// Log pages after which a commit checkpoints by itself (SQLite's default
