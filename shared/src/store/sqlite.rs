@@ -1933,29 +1933,34 @@ mod tests {
         let store = SqliteStore::open(&path).unwrap();
         let first = issue(&store, &grant("g1"), "r0").await;
         drop(store);
-        // The refresh-token table as version 3 made it.
-        raw(&path)
-            .execute_batch(&format!(
-                "ALTER TABLE refresh_tokens RENAME TO t4;
+        // The refresh-token table as version 3 made it: today's, with the
+        // foreign key to grants and the index by grant.
+        let conn = raw(&path);
+        let today: String = conn
+            .query_row(
+                "SELECT sql FROM sqlite_schema WHERE name = 'refresh_tokens'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        let v3 = today.replacen(
+            "grant_id        TEXT NOT NULL,",
+            "grant_id TEXT NOT NULL REFERENCES grants (id) ON DELETE CASCADE,",
+            1,
+        );
+        assert_ne!(v3, today);
+        conn.execute_batch(&format!(
+            "ALTER TABLE refresh_tokens RENAME TO t4;
                  DROP INDEX refresh_tokens_by_expiry;
-                 CREATE TABLE refresh_tokens (
-                     hash            TEXT PRIMARY KEY NOT NULL,
-                     grant_id        TEXT NOT NULL REFERENCES grants (id) ON DELETE CASCADE,
-                     client_id       TEXT NOT NULL,
-                     user_id         TEXT NOT NULL,
-                     created_at      INTEGER NOT NULL,
-                     idle_expires_at INTEGER NOT NULL,
-                     expires_at      INTEGER NOT NULL,
-                     consumed_at     INTEGER,
-                     successor_hash  TEXT
-                 ) STRICT;
+                 {v3};
                  CREATE INDEX refresh_tokens_by_grant ON refresh_tokens (grant_id);
                  CREATE INDEX refresh_tokens_by_expiry ON refresh_tokens (expires_at);
                  INSERT INTO refresh_tokens SELECT {REFRESH_COLUMNS} FROM t4;
                  DROP TABLE t4;
                  PRAGMA user_version = 3;"
-            ))
-            .unwrap();
+        ))
+        .unwrap();
+        drop(conn);
 
         let store = SqliteStore::open(&path).unwrap();
         let view = store.find_refresh(&first.hash, T).await.unwrap().unwrap();
